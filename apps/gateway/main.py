@@ -1,0 +1,241 @@
+"""The gateway: Consort's public, versioned REST API. Transport only.
+
+It validates requests against the shared contracts, reaches the AI services through Dapr
+service invocation, and keeps read models fed by events.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+
+from apps.gateway.settings import GatewaySettings
+from apps.gateway.stats import TextStats, apply_event
+from consort.contracts.common import Problem
+from consort.contracts.events import PUBSUB, TEXTS_ANALYZED, TextsAnalyzed, dead_letter
+from consort.contracts.sentiment import (
+    SentimentBatchRequest,
+    SentimentBatchResult,
+    SentimentRequest,
+    SentimentResult,
+)
+from consort.dapr import EtagMismatch, Sidecar, SidecarError, TargetUnavailable
+from consort.errors import PROBLEM_JSON, ProblemError
+from consort.events import (
+    AlreadyApplied,
+    CloudEvent,
+    Delivery,
+    Subscription,
+    apply_once,
+    declare_subscriptions,
+    delivery,
+    read_tracked,
+)
+from consort.service import ServiceKit, create_app
+
+log = logging.getLogger("gateway")
+settings = GatewaySettings()
+kit = ServiceKit(settings, version="1.0.0")
+
+STATS_KEY = "text-stats"
+DEAD_LETTERS_KEY = "dead-letters:{topic}"
+
+app = create_app(
+    kit,
+    title="Consort API",
+    description=(
+        "The public API of Consort: AI services behind one versioned REST interface. "
+        "Every error is `application/problem+json` with the field, the limit and a trace id."
+    ),
+    docs_url="/docs",
+)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": text}
+    for code, text in {
+        400: "The body is not valid JSON.",
+        413: "The body is over the size limit.",
+        415: "The body is not JSON.",
+        422: "A field breaks the contract; `errors` names each one and its limit.",
+        503: "The AI service did not answer in time; retry after the `Retry-After` seconds.",
+    }.items()
+}
+
+
+def sidecar() -> Sidecar:
+    return kit.sidecar
+
+
+SidecarDep = Annotated[Sidecar, Depends(sidecar)]
+
+
+async def call_service(sc: Sidecar, app_id: str, method: str, payload: BaseModel) -> Any:
+    """Invoke `method` on `app_id` and return its JSON, mapping failures to problems."""
+    try:
+        response = await sc.invoke(
+            app_id,
+            method,
+            json=payload.model_dump(mode="json"),
+            timeout_s=settings.invoke_timeout_s,
+        )
+    except TargetUnavailable as exc:
+        log.warning("%s unavailable: %s", app_id, exc)
+        raise ProblemError(
+            503,
+            "Service unavailable",
+            f"The {app_id} service did not answer within {settings.invoke_timeout_s:g} s; "
+            "try again shortly.",
+            slug="service-unavailable",
+            headers={"Retry-After": "2"},
+        ) from exc
+    if response.status_code < 400:
+        return response.json()
+    if response.status_code < 500 and response.headers.get("content-type", "").startswith(
+        PROBLEM_JSON
+    ):
+        # The service's own problem (its limits are the contract's): pass it on unchanged.
+        raise _Passthrough(response.status_code, response.json())
+    log.error("%s answered %s: %s", app_id, response.status_code, response.text[:300])
+    raise ProblemError(
+        503 if response.status_code in (429, 502, 503, 504) else 502,
+        "Upstream failure",
+        f"The {app_id} service failed (HTTP {response.status_code}).",
+        slug="upstream-failure",
+        headers={"Retry-After": "2"},
+    )
+
+
+class _Passthrough(Exception):
+    def __init__(self, status: int, body: Any) -> None:
+        self.status = status
+        self.body = body
+
+
+@app.exception_handler(_Passthrough)
+async def _passthrough(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, _Passthrough)
+    return JSONResponse(exc.body, status_code=exc.status, media_type=PROBLEM_JSON)
+
+
+v1 = APIRouter(prefix="/v1", responses=ERRORS)
+
+
+@v1.post("/text/sentiment", response_model=SentimentResult, tags=["text"])
+async def text_sentiment(request: SentimentRequest, sc: SidecarDep) -> Any:
+    """Sentiment of one text: compound score (-1 to 1), label and per-sentence scores.
+
+    The label uses VADER's published thresholds: positive at compound >= 0.05,
+    negative at <= -0.05, neutral between.
+    """
+    return await call_service(sc, settings.sentiment_app_id, "v1/sentiment", request)
+
+
+@v1.post("/text/sentiment/batch", response_model=SentimentBatchResult, tags=["text"])
+async def text_sentiment_batch(request: SentimentBatchRequest, sc: SidecarDep) -> Any:
+    """Sentiment of up to 64 texts in one call, in the order given."""
+    return await call_service(sc, settings.sentiment_app_id, "v1/sentiment/batch", request)
+
+
+@v1.get("/text/stats", response_model=TextStats, tags=["text"])
+async def text_stats(sc: SidecarDep) -> TextStats:
+    """How many texts were analyzed, by label and model (fed by `texts.analyzed` events)."""
+    return await read_tracked(sc, settings.statestore_name, STATS_KEY, TextStats) or TextStats()
+
+
+class DeadLetter(BaseModel):
+    """An event its consumer could not handle, as the dead-letter topic received it."""
+
+    id: str
+    topic: str
+    received_at: datetime
+    event: dict[str, Any]
+
+
+class DeadLetters(BaseModel):
+    topic: str
+    dead_letters: list[DeadLetter]
+
+
+@v1.get("/ops/dead-letters/{topic}", response_model=DeadLetters, tags=["operations"])
+async def list_dead_letters(topic: str, sc: SidecarDep) -> DeadLetters:
+    """The most recent events of `topic` that went to its dead-letter topic."""
+    key = DEAD_LETTERS_KEY.format(topic=topic)
+    stored = await read_tracked(sc, settings.statestore_name, key, DeadLetters)
+    return stored or DeadLetters(topic=topic, dead_letters=[])
+
+
+app.include_router(v1)
+
+# -- events ------------------------------------------------------------------------------
+declare_subscriptions(
+    app,
+    [
+        Subscription(PUBSUB, TEXTS_ANALYZED, "/events/texts-analyzed"),
+        Subscription(
+            PUBSUB, dead_letter(TEXTS_ANALYZED), "/events/dead-letters", with_dead_letter=False
+        ),
+    ],
+)
+
+
+@app.post("/events/texts-analyzed", include_in_schema=False)
+async def on_texts_analyzed(envelope: Annotated[dict[str, Any], Body()]) -> JSONResponse:
+    try:
+        event = CloudEvent.model_validate(envelope)
+        data = TextsAnalyzed.model_validate(event.data)
+    except ValidationError as exc:
+        log.error("poison texts.analyzed event, dropped to dead letter: %s", exc)
+        return delivery(Delivery.DROP)
+    try:
+        await apply_once(
+            kit.sidecar,
+            settings.statestore_name,
+            event_id=f"{TEXTS_ANALYZED}:{event.id}",
+            key=STATS_KEY,
+            model=TextStats,
+            update=lambda stats: apply_event(stats or TextStats(), data),
+        )
+    except AlreadyApplied:
+        log.info("texts.analyzed %s already applied", event.id)
+    except (EtagMismatch, SidecarError) as exc:
+        log.warning("texts.analyzed %s not applied yet, will be redelivered: %s", event.id, exc)
+        return delivery(Delivery.RETRY)
+    return delivery(Delivery.SUCCESS)
+
+
+@app.post("/events/dead-letters", include_in_schema=False)
+async def on_dead_letter(envelope: Annotated[dict[str, Any], Body()]) -> JSONResponse:
+    topic = str(envelope.get("topic", "")).removesuffix(".dead-letter") or "unknown"
+    letter = DeadLetter(
+        id=str(envelope.get("id", "")),
+        topic=topic,
+        received_at=datetime.now(UTC),
+        event=envelope,
+    )
+
+    def keep(current: DeadLetters | None) -> DeadLetters:
+        letters = current.dead_letters if current else []
+        return DeadLetters(
+            topic=topic, dead_letters=[letter, *letters][: settings.dead_letters_kept]
+        )
+
+    try:
+        await apply_once(
+            kit.sidecar,
+            settings.statestore_name,
+            event_id=f"dead-letter:{letter.id}",
+            key=DEAD_LETTERS_KEY.format(topic=topic),
+            model=DeadLetters,
+            update=keep,
+        )
+    except AlreadyApplied:
+        pass
+    except (EtagMismatch, SidecarError) as exc:
+        log.warning("dead letter %s not stored yet: %s", letter.id, exc)
+        return delivery(Delivery.RETRY)
+    return delivery(Delivery.SUCCESS)

@@ -1,0 +1,135 @@
+"""The sentiment service: transport only. Scoring lives in `analyzer`.
+
+Results are cached in the state store under `sentiment:<model version>:<sha256 of text>`,
+and every result served is announced as a `texts.analyzed` CloudEvent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from fastapi import FastAPI
+
+from apps.sentiment.analyzer import SentimentAnalyzer, text_sha256
+from apps.sentiment.settings import SentimentSettings
+from consort.contracts.events import TEXTS_ANALYZED, TextsAnalyzed
+from consort.contracts.sentiment import (
+    SentimentBatchRequest,
+    SentimentBatchResult,
+    SentimentRequest,
+    SentimentResult,
+)
+from consort.dapr import SidecarError
+from consort.service import ServiceKit, create_app
+
+log = logging.getLogger("sentiment")
+settings = SentimentSettings()
+kit = ServiceKit(settings, version="1.0.0")
+analyzer: SentimentAnalyzer | None = None
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    global analyzer
+    analyzer = SentimentAnalyzer()
+    kit.models = [analyzer.model]
+    yield
+
+
+async def _model_ready() -> str | None:
+    return None if analyzer is not None else "the VADER lexicon is loading"
+
+
+kit.add_readiness_check("model", _model_ready)
+app = create_app(
+    kit,
+    title="Consort sentiment",
+    description="Sentence and document sentiment (VADER). Reached through Dapr invocation.",
+    lifespan=lifespan,
+)
+
+
+def _cache_key(sha: str) -> str:
+    assert analyzer is not None
+    return f"sentiment:{analyzer.model.version}:{sha}"
+
+
+async def _score(texts: list[str]) -> list[SentimentResult]:
+    """Results for `texts`, from the cache where present, computed and cached otherwise."""
+    assert analyzer is not None
+    shas = [text_sha256(t) for t in texts]
+    keys = [_cache_key(s) for s in shas]
+    cached: dict[str, SentimentResult] = {}
+    try:
+        for item in await kit.sidecar.get_bulk_state(settings.statestore_name, sorted(set(keys))):
+            cached[item.key] = SentimentResult.model_validate(item.value)
+    except SidecarError as exc:
+        # The cache is an optimisation: without it the service still answers.
+        log.warning("state store unavailable, scoring without cache: %s", exc)
+    results: list[SentimentResult] = []
+    fresh: dict[str, SentimentResult] = {}
+    for text, key in zip(texts, keys, strict=True):
+        if key in cached:
+            results.append(cached[key].model_copy(update={"cached": True}))
+        elif key in fresh:
+            results.append(fresh[key])
+        else:
+            fresh[key] = analyzer.analyze(text)
+            results.append(fresh[key])
+    if fresh:
+        try:
+            await kit.sidecar.save_states(
+                settings.statestore_name,
+                {k: r.model_dump(mode="json") for k, r in fresh.items()},
+                ttl_s=settings.cache_ttl_s,
+            )
+        except SidecarError as exc:
+            log.warning("could not cache %d results: %s", len(fresh), exc)
+    await _announce(texts, results)
+    return results
+
+
+async def _announce(texts: list[str], results: list[SentimentResult]) -> None:
+    now = datetime.now(UTC)
+    events = [
+        TextsAnalyzed(
+            text_sha256=r.text_sha256,
+            chars=len(t),
+            label=r.label,
+            compound=r.compound,
+            cached=r.cached,
+            model=r.model,
+            analyzed_at=now,
+        ).model_dump(mode="json")
+        for t, r in zip(texts, results, strict=True)
+    ]
+    outcomes = await asyncio.gather(
+        *(
+            kit.sidecar.publish(settings.pubsub_name, TEXTS_ANALYZED, e, source=settings.app_id)
+            for e in events
+        ),
+        return_exceptions=True,
+    )
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    if failed:
+        log.error(
+            "%d of %d texts.analyzed events not published: %s", len(failed), len(events), failed[0]
+        )
+
+
+@app.post("/v1/sentiment", response_model=SentimentResult, tags=["sentiment"])
+async def score_text(request: SentimentRequest) -> SentimentResult:
+    """Sentiment of one text: compound score, label and per-sentence scores."""
+    (result,) = await _score([request.text])
+    return result
+
+
+@app.post("/v1/sentiment/batch", response_model=SentimentBatchResult, tags=["sentiment"])
+async def score_batch(request: SentimentBatchRequest) -> SentimentBatchResult:
+    """Sentiment of several texts, in the order given."""
+    assert analyzer is not None
+    return SentimentBatchResult(results=await _score(request.texts), model=analyzer.model)

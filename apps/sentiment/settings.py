@@ -1,0 +1,15 @@
+"""Settings of the sentiment service (env prefix `SENTIMENT_`, shared ones `CONSORT_`)."""
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from consort.settings import ServiceSettings
+
+
+class SentimentSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="SENTIMENT_", extra="ignore")
+
+    app_id: str = "sentiment"
+    cache_ttl_s: int = Field(
+        default=7 * 24 * 3600, description="How long a cached result lives in the state store."
+    )

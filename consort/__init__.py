@@ -1,0 +1,1 @@
+"""Consort's shared kit: contracts, the service bootstrap, Dapr helpers and the CLI."""

@@ -1,0 +1,166 @@
+"""The `consort` command: run the local system, stop it, serve one app.
+
+consort run [--apps gateway,sentiment]   start everything (what `make run` does)
+consort stop                             stop what `consort run` started, from any shell
+consort serve MODULE:APP                 serve one app on $APP_PORT (used in dapr.yaml)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from consort.processes import StartupError, Supervisor
+from consort.runtime import REPO, RuntimeMissing
+from consort.system import InfraPorts, LocalSystem, RunFile, default_run_dir
+
+console = Console(stderr=True)
+
+# What each app is, for the table `consort run` prints.
+DESCRIPTIONS = {
+    "gateway": "public REST API under /v1",
+    "sentiment": "sentence and document sentiment (VADER)",
+    "nlp": "sentences, entities, keyphrases (spaCy)",
+    "vision": "faces, OCR, image quality (OpenCV, ONNX Runtime)",
+    "anomaly": "per-series anomaly scoring (actors)",
+    "forecast": "forecasts with intervals (statsmodels)",
+    "recommender": "recommendations and baskets",
+    "orchestrator": "durable workflows",
+}
+
+
+def _serve(target: str) -> int:
+    import uvicorn
+
+    port = int(os.environ.get("APP_PORT", "8000"))
+    uvicorn.run(
+        target,
+        host="127.0.0.1",
+        port=port,
+        access_log=False,
+        log_config=None,  # the app's JSON logging is configured by the service kit
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def _table(system: LocalSystem, app_ids: list[str]) -> Table:
+    table = Table(title="Consort is running", title_justify="left")
+    table.add_column("service")
+    table.add_column("app URL")
+    table.add_column("sidecar (Dapr HTTP)")
+    table.add_column("what it does")
+    gateway_first = sorted(app_ids, key=lambda a: (a != "gateway", a))
+    for app_id in gateway_first:
+        table.add_row(
+            app_id,
+            system.url(app_id) + ("/docs" if app_id == "gateway" else ""),
+            system.sidecar_url(app_id),
+            DESCRIPTIONS.get(app_id, ""),
+        )
+    p = system.ports
+    table.add_row("redis", f"127.0.0.1:{p.redis}", "", "state store and pub/sub broker")
+    table.add_row("placement", f"127.0.0.1:{p.placement}", "", "actor placement")
+    table.add_row("scheduler", f"127.0.0.1:{p.scheduler}", "", "jobs, reminders, workflows")
+    return table
+
+
+def _run(args: argparse.Namespace) -> int:
+    run_file = RunFile.load(Path(args.file))
+    app_ids = args.apps.split(",") if args.apps else [a.app_id for a in run_file.apps]
+    run_dir = default_run_dir()
+    ports = None
+    if args.free_ports:
+        run_file = run_file.with_free_ports()
+        ports = InfraPorts.free()
+    try:
+        system = LocalSystem(run_file, run_dir, ports)
+    except RuntimeMissing as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 1
+
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    started = time.monotonic()
+    try:
+        console.print(f"starting {', '.join(app_ids)} with Dapr {system.runtime.version} …")
+        system.start(app_ids)
+        system.write_endpoints(app_ids)
+        console.print(_table(system, app_ids))
+        gateway = system.url("gateway") if "gateway" in app_ids else None
+        console.print(
+            f"ready in {time.monotonic() - started:.1f} s. Logs: {system.logs}/. "
+            "Ctrl-C (or `make stop`) stops everything."
+        )
+        if gateway:
+            console.print(
+                f"try:  curl -s {gateway}/v1/text/sentiment -H 'content-type: application/json' "
+                '-d \'{"text": "Consort makes this easy!"}\''
+            )
+        while not stopping:
+            for proc in system.supervisor:
+                if not proc.alive():
+                    console.print(
+                        f"[red]{proc.name} exited (code {proc.exit_code}); "
+                        f"last lines of {proc.log_path}:[/red]\n{proc.tail(20)}"
+                    )
+                    stopping = True
+                    break
+            time.sleep(0.5)
+        return_code = 0
+    except StartupError as exc:
+        console.print(f"[red]start-up failed:[/red] {exc}")
+        return_code = 1
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}[/red]")
+        return_code = 1
+    finally:
+        console.print("stopping …")
+        system.stop()
+        console.print("stopped: no Consort process is left running.")
+    return return_code
+
+
+def _stop(args: argparse.Namespace) -> int:
+    stopped = Supervisor.stop_from_pid_file(default_run_dir() / "pids.json")
+    console.print(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="consort", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="start every service beside its sidecar")
+    run.add_argument("--file", default=str(REPO / "dapr.yaml"), help="Multi-App Run file")
+    run.add_argument("--apps", help="comma-separated app ids (default: all in the file)")
+    run.add_argument(
+        "--free-ports",
+        action="store_true",
+        help="use free ports instead of the file's (they are written to <run dir>/endpoints.json)",
+    )
+    sub.add_parser("stop", help="stop what `consort run` started")
+    serve = sub.add_parser("serve", help="serve one app on $APP_PORT")
+    serve.add_argument("target", help="MODULE:APP, e.g. apps.gateway.main:app")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args.target)
+    if args.command == "run":
+        return _run(args)
+    return _stop(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

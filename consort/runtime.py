@@ -1,0 +1,64 @@
+"""Where the project's pinned Dapr runtime and other local tools live."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _versions() -> dict[str, str]:
+    pins = {}
+    for line in (REPO / "runtime" / "versions.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            pins[key] = value
+    return pins
+
+
+def cache_dir() -> Path:
+    """The cache outside the clone (`CONSORT_CACHE`, else XDG cache/consort)."""
+    if "CONSORT_CACHE" in os.environ:
+        return Path(os.environ["CONSORT_CACHE"])
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "consort"
+
+
+class RuntimeMissing(RuntimeError):
+    """A binary the system needs is not installed; the message says how to get it."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Paths of the binaries a local Consort system runs."""
+
+    version: str
+    daprd: Path
+    placement: Path
+    scheduler: Path
+    redis_server: Path
+
+    @classmethod
+    def locate(cls) -> Runtime:
+        version = _versions()["DAPR_RUNTIME_VERSION"]
+        bin_dir = cache_dir() / f"dapr-{version}" / ".dapr" / "bin"
+        missing = [n for n in ("daprd", "placement", "scheduler") if not (bin_dir / n).exists()]
+        if missing:
+            raise RuntimeMissing(
+                f"Dapr {version} ({', '.join(missing)}) is not built in {bin_dir}; "
+                "run `make setup` (runtime/build.sh) first."
+            )
+        redis = shutil.which("redis-server")
+        if redis is None:
+            raise RuntimeMissing("redis-server is not installed; run `make setup`.")
+        return cls(
+            version=version,
+            daprd=bin_dir / "daprd",
+            placement=bin_dir / "placement",
+            scheduler=bin_dir / "scheduler",
+            redis_server=Path(redis),
+        )

@@ -1,0 +1,189 @@
+"""The service bootstrap every Consort app is built with.
+
+`create_app` gives a FastAPI app with JSON logs carrying the trace id, problem+json errors,
+a body size limit, `/healthz` (alive), `/readyz` (model loaded and sidecar reachable) and
+`/info` (what the app is and serves). The app's own lifespan stays in charge of its models.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from consort.contracts.common import ModelInfo
+from consort.dapr import Sidecar
+from consort.errors import BodyLimitMiddleware, install_problem_handlers, problem_response
+from consort.logging import (
+    configure_logging,
+    trace_id_from_traceparent,
+    trace_id_var,
+    traceparent_var,
+)
+from consort.settings import ServiceSettings, SidecarSettings
+
+ReadinessCheck = Callable[[], Awaitable[str | None]]
+"""Returns None when ready, or a sentence saying what is not ready yet."""
+
+log = logging.getLogger(__name__)
+
+
+class ServiceKit:
+    """What the bootstrap gives an app: settings, its sidecar client and readiness checks."""
+
+    def __init__(self, settings: ServiceSettings, version: str) -> None:
+        self.settings = settings
+        self.version = version
+        self.sidecar_settings = SidecarSettings()
+        self._sidecar: Sidecar | None = None
+        self._checks: dict[str, ReadinessCheck] = {"sidecar": self._sidecar_ready}
+        self.models: list[ModelInfo] = []
+
+    @property
+    def sidecar(self) -> Sidecar:
+        if self._sidecar is None:
+            raise RuntimeError("the sidecar client exists only while the app runs")
+        return self._sidecar
+
+    def add_readiness_check(self, name: str, check: ReadinessCheck) -> None:
+        """Make `/readyz` wait for `check` as well."""
+        self._checks[name] = check
+
+    async def _sidecar_ready(self) -> str | None:
+        if self._sidecar is None or not await self._sidecar.is_healthy():
+            return f"Dapr sidecar at {self.sidecar_settings.http_url} is not reachable yet"
+        return None
+
+    async def readiness(self) -> dict[str, str | None]:
+        return {name: await check() for name, check in self._checks.items()}
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "app_id": self.settings.app_id,
+            "version": self.version,
+            "models": [m.model_dump() for m in self.models],
+        }
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        self._sidecar = Sidecar(self.sidecar_settings, self.settings.sidecar_timeout_s)
+        try:
+            yield
+        finally:
+            await self._sidecar.aclose()
+            self._sidecar = None
+
+
+class TraceContextMiddleware:
+    """Continue the caller's W3C trace, or start one when the request brings none.
+
+    Logs, problem+json errors and the sidecar's spans of one request then share one trace
+    id, which every response also carries in `x-trace-id`.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        raw = headers.get(b"traceparent")
+        traceparent = raw.decode("latin-1") if raw else None
+        trace_id = trace_id_from_traceparent(traceparent)
+        if trace_id is None:
+            trace_id = secrets.token_hex(16)
+            traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
+        trace_token = trace_id_var.set(trace_id)
+        parent_token = traceparent_var.set(traceparent)
+
+        async def send_with_trace_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-trace-id", trace_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_trace_id)
+        finally:
+            trace_id_var.reset(trace_token)
+            traceparent_var.reset(parent_token)
+
+
+def create_app(
+    kit: ServiceKit,
+    *,
+    title: str,
+    description: str,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    **fastapi_kwargs: Any,
+) -> FastAPI:
+    """Build the FastAPI app of a Consort service around `kit`.
+
+    Args:
+        kit: the service's settings, sidecar client and readiness checks.
+        title: the OpenAPI title.
+        description: the OpenAPI description (Markdown).
+        lifespan: the app's own start-up and shut-down (load models here).
+        **fastapi_kwargs: passed to FastAPI.
+    """
+    configure_logging(kit.settings.app_id, kit.settings.log_level)
+
+    @asynccontextmanager
+    async def combined(app: FastAPI) -> AsyncIterator[None]:
+        async with kit.running():
+            if lifespan is None:
+                log.info("started", extra={"fields": kit.info()})
+                yield
+            else:
+                async with lifespan(app):
+                    log.info("started", extra={"fields": kit.info()})
+                    yield
+
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=kit.version,
+        lifespan=combined,
+        **fastapi_kwargs,
+    )
+    install_problem_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=kit.settings.max_body_bytes)
+
+    app.add_middleware(TraceContextMiddleware)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Readiness: models loaded and sidecar reachable",
+        responses={503: {"description": "Not ready; the body says what is missing."}},
+    )
+    async def readyz(request: Request) -> Response:
+        results = await kit.readiness()
+        waiting = {name: why for name, why in results.items() if why}
+        if waiting:
+            return problem_response(
+                request.url.path,
+                503,
+                "Not ready",
+                "; ".join(waiting.values()),
+                slug="not-ready",
+            )
+        return JSONResponse({"status": "ready", "checks": list(results)})
+
+    @app.get("/info", tags=["health"], summary="What this service is: id, version, models")
+    async def info() -> dict[str, Any]:
+        return kit.info()
+
+    return app

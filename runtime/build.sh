@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Builds the pinned Dapr runtime (daprd, placement, scheduler) from the Go module proxy.
+#
+# Idempotent and cached by version outside the clone:
+#   ${CONSORT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/consort}/dapr-<version>/.dapr/bin/
+# (the layout `dapr run` expects under a runtime path). When daprd there already reports
+# the pinned version, nothing is built.
+#
+# Why not the stock build tags: `-tags stablecomponents` (and allcomponents) link Dapr's
+# Pulsar pub/sub, whose client fork (github.com/twmb/pulsar-client-go) and Avro library the
+# module proxy reachable here refuses, and the SQLite name resolver Consort uses is only in
+# allcomponents. So daprd is built with allcomponents from the module as published, less its
+# one Pulsar registration file. See README ("The Dapr runtime").
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+cache=${CONSORT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/consort}
+root="$cache/dapr-$DAPR_RUNTIME_VERSION"
+bin="$root/.dapr/bin"
+work="$root/build"
+export GOTOOLCHAIN=local GOFLAGS=-mod=mod
+
+start=$(date +%s)
+stage() { printf '[dapr %s] %-34s (%3ds elapsed)\n' "$DAPR_RUNTIME_VERSION" "$1" $(( $(date +%s) - start )); }
+
+built_version() { "$bin/$1" --version 2>/dev/null | head -n1 | tr -d '[:space:]' || true; }
+
+if [[ "$(built_version daprd)" == "$DAPR_RUNTIME_VERSION" && -x "$bin/placement" && -x "$bin/scheduler" ]]; then
+  echo "[dapr $DAPR_RUNTIME_VERSION] runtime ready (cached in $bin)"
+  exit 0
+fi
+
+command -v go >/dev/null || { echo "Go is needed to build the Dapr runtime (go.dev/doc/install)" >&2; exit 1; }
+
+# Runs a go build in the background, printing how many packages it has compiled every 20 s,
+# so a cold build (many minutes on two cores) shows progress rather than silence.
+build() {
+  local name=$1 pkg=$2; shift 2
+  local log="$work/$name.log"
+  stage "building $name"
+  (cd "$work" && go build -v -trimpath "$@" -o "$bin/$name.partial" "$pkg") >"$log" 2>&1 &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    kill -0 "$pid" 2>/dev/null && stage "  $name: $(grep -vc '^go: downloading' "$log" || true) packages compiled"
+  done
+  if ! wait "$pid"; then
+    echo "building $name failed; the last lines of $log:" >&2
+    tail -n 30 "$log" >&2
+    exit 1
+  fi
+  mv "$bin/$name.partial" "$bin/$name"
+}
+
+mkdir -p "$bin" "$work"
+stage "fetching github.com/dapr/dapr"
+cp "$here/go.mod" "$work/"
+src=$(cd "$work" && go mod download -json "github.com/dapr/dapr@v$DAPR_RUNTIME_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p')
+rm -rf "$work/dapr"
+cp -r "$src" "$work/dapr"
+chmod -R u+w "$work/dapr"
+# Dapr's own go.sum vouches for its dependencies (the checksum database does not know
+# every one of them); ours adds nothing but the same lines.
+sort -u "$here/go.sum" "$work/dapr/go.sum" >"$work/go.sum"
+rm -f "$work"/dapr/cmd/daprd/components/pubsub_pulsar*.go
+(cd "$work" && go mod edit -replace "github.com/dapr/dapr=./dapr")
+
+ldflags="-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=$DAPR_RUNTIME_VERSION"
+build daprd github.com/dapr/dapr/cmd/daprd -tags allcomponents -ldflags "$ldflags"
+build placement github.com/dapr/dapr/cmd/placement -ldflags "$ldflags"
+build scheduler github.com/dapr/dapr/cmd/scheduler -ldflags "$ldflags"
+
+[[ "$(built_version daprd)" == "$DAPR_RUNTIME_VERSION" ]] || { echo "daprd --version does not say $DAPR_RUNTIME_VERSION" >&2; exit 1; }
+rm -rf "$work/dapr"
+stage "runtime ready in $bin"
