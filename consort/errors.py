@@ -190,15 +190,20 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s", request.url.path)
+def unexpected_error_response(path: str) -> JSONResponse:
+    """The 500 problem of an unexpected failure: no internals, the trace id to find them."""
     return problem_response(
-        request.url.path,
+        path,
         500,
         "Internal error",
         "The service failed unexpectedly; the trace id identifies the failure in the logs.",
         slug="internal-error",
     )
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s", request.url.path)
+    return unexpected_error_response(request.url.path)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

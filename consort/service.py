@@ -19,7 +19,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consort.contracts.common import ModelInfo
 from consort.dapr import Sidecar
-from consort.errors import BodyLimitMiddleware, install_problem_handlers, problem_response
+from consort.errors import (
+    BodyLimitMiddleware,
+    install_problem_handlers,
+    problem_response,
+    unexpected_error_response,
+)
 from consort.logging import (
     configure_logging,
     trace_id_from_traceparent,
@@ -104,14 +109,27 @@ class TraceContextMiddleware:
         trace_token = trace_id_var.set(trace_id)
         parent_token = traceparent_var.set(traceparent)
 
+        started = False
+
         async def send_with_trace_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-trace-id", trace_id.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_trace_id)
+        except Exception:
+            # Answered here, while the trace id is still known, rather than by Starlette's
+            # outermost handler.
+            log.exception("unhandled error on %s", scope.get("path"))
+            if started:
+                raise
+            await unexpected_error_response(scope.get("path", ""))(
+                scope, receive, send_with_trace_id
+            )
         finally:
             trace_id_var.reset(trace_token)
             traceparent_var.reset(parent_token)

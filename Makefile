@@ -1,0 +1,56 @@
+# Consort: `make run` starts everything, `make test` runs every test. Both set up first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest
+
+.PHONY: help setup setup-runtime setup-redis setup-python run stop test test-unit \
+        test-integration test-e2e lint format bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+setup: setup-runtime setup-redis setup-python ## build/install what is missing (idempotent, cached)
+
+setup-runtime: ## build the pinned Dapr runtime into the cache (first time: minutes)
+	@bash runtime/build.sh
+
+setup-redis: ## install Debian's redis-server if missing
+	@bash runtime/redis.sh
+
+setup-python: ## create .venv from uv.lock
+	@bash runtime/python.sh
+
+run: setup ## start every service beside its sidecar; Ctrl-C stops everything
+	@$(PY) -m consort run
+
+stop: ## stop what `make run` started (from another shell)
+	@$(PY) -m consort stop
+
+lint: setup-python ## ruff (lint and format check) and mypy
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/mypy
+
+format: setup-python ## apply ruff's formatting and fixes
+	@$(VENV)/bin/ruff format .
+	@$(VENV)/bin/ruff check --fix .
+
+test: setup lint ## lint, then unit, integration and e2e tests
+	@$(PYTEST) tests
+
+test-unit: setup-python ## unit tests only (no sidecar)
+	@$(PYTEST) -m unit tests
+
+test-integration: setup ## integration tests only (real sidecars)
+	@$(PYTEST) -m integration tests
+
+test-e2e: setup ## end-to-end tests only (the whole system as `make run` starts it)
+	@$(PYTEST) -m e2e tests
+
+bench: setup ## benchmarks; results as JSON under bench/results/
+	@$(PY) -m bench.sentiment_hops
+
+clean: ## remove the run folder and the virtualenv (the runtime cache stays)
+	rm -rf .run $(VENV)

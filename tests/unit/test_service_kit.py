@@ -1,0 +1,106 @@
+"""The service kit's HTTP behaviour, on an app built with it (no sidecar)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from consort.contracts.sentiment import SentimentBatchRequest, SentimentRequest
+from consort.errors import field_problems
+from consort.service import ServiceKit, create_app
+from consort.settings import ServiceSettings
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    # Nothing listens on this sidecar port: readiness must say so.
+    kit = ServiceKit(ServiceSettings(app_id="kit-test", max_body_bytes=2_000), version="9.9.9")
+    kit.sidecar_settings.http_port = 1
+    ready = {"model": False}
+
+    async def model_loaded() -> str | None:
+        return None if ready["model"] else "model is loading"
+
+    kit.add_readiness_check("model", model_loaded)
+    app = create_app(kit, title="kit test", description="")
+
+    @app.post("/echo")
+    async def echo(request: SentimentRequest) -> dict[str, str]:
+        return {"text": request.text}
+
+    @app.post("/batch")
+    async def batch(request: SentimentBatchRequest) -> dict[str, int]:
+        return {"n": len(request.texts)}
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("internal-detail-42")
+
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def test_healthz_is_alive(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_readyz_says_what_is_missing(client: TestClient) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "model is loading" in response.json()["detail"]
+    assert "sidecar" in response.json()["detail"]
+
+
+def test_info_names_app_and_version(client: TestClient) -> None:
+    assert client.get("/info").json() == {"app_id": "kit-test", "version": "9.9.9", "models": []}
+
+
+def test_trace_id_continues_the_callers_trace(client: TestClient) -> None:
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    response = client.post(
+        "/echo", json={"text": ""}, headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"}
+    )
+    assert response.headers["x-trace-id"] == trace
+    assert response.json()["trace_id"] == trace
+
+
+def test_validation_problem_names_field_and_limit(client: TestClient) -> None:
+    response = client.post("/batch", json={"texts": ["x"] * 65})
+    body = response.json()
+    assert response.status_code == 422
+    assert body["type"] == "urn:consort:problem:validation-error"
+    assert body["errors"] == [
+        {"field": "body.texts", "message": "must have at most 64 items", "limit": 64}
+    ]
+
+
+def test_body_limit_is_413(client: TestClient) -> None:
+    response = client.post("/echo", json={"text": "a" * 3_000})
+    assert response.status_code == 413
+    assert response.json()["errors"][0]["limit"] == 2_000
+
+
+def test_unexpected_error_is_a_500_problem_not_a_traceback(client: TestClient) -> None:
+    response = client.get("/boom")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "internal-detail-42" not in response.text  # internals stay in the logs
+    assert response.json()["trace_id"] == response.headers["x-trace-id"]
+
+
+def test_field_problems_map_pydantic_errors() -> None:
+    problems = field_problems(
+        [
+            {"loc": ("body", "text"), "type": "string_too_long", "ctx": {"max_length": 5}},
+            {"loc": ("body", "n"), "type": "int_parsing", "msg": "bad"},
+            {"loc": ("body", "x"), "type": "extra_forbidden", "msg": "bad"},
+        ]
+    )
+    assert [(p.field, p.message, p.limit) for p in problems] == [
+        ("body.text", "must be at most 5 characters", 5),
+        ("body.n", "must be an integer", None),
+        ("body.x", "is not a known field", None),
+    ]
