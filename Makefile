@@ -5,19 +5,22 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: help setup setup-runtime setup-redis setup-python run stop test test-unit \
-        test-integration test-e2e lint format bench clean
+.PHONY: help setup setup-runtime setup-redis setup-zipkin setup-python run stop test test-unit \
+        test-integration test-e2e lint format contracts contracts-check bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-setup: setup-runtime setup-redis setup-python ## build/install what is missing (idempotent, cached)
+setup: setup-runtime setup-redis setup-zipkin setup-python ## build/install what is missing (idempotent, cached)
 
 setup-runtime: ## build the pinned Dapr runtime into the cache (first time: minutes)
 	@bash runtime/build.sh
 
 setup-redis: ## install Debian's redis-server if missing
 	@bash runtime/redis.sh
+
+setup-zipkin: ## fetch Zipkin's server jar from Maven Central if missing
+	@bash runtime/zipkin.sh
 
 setup-python: ## create .venv from uv.lock
 	@bash runtime/python.sh
@@ -28,7 +31,7 @@ run: setup ## start every service beside its sidecar; Ctrl-C stops everything
 stop: ## stop what `make run` started (from another shell)
 	@$(PY) -m consort stop
 
-lint: setup-python ## ruff (lint and format check) and mypy
+lint: setup-python contracts-check ## ruff (lint and format check), mypy and the contract checks
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy
@@ -36,6 +39,13 @@ lint: setup-python ## ruff (lint and format check) and mypy
 format: setup-python ## apply ruff's formatting and fixes
 	@$(VENV)/bin/ruff format .
 	@$(VENV)/bin/ruff check --fix .
+
+contracts: setup-python ## generate contracts/ (OpenAPI, event JSON Schemas, AsyncAPI) from the code
+	@$(PY) -m consort.governance generate
+
+contracts-check: setup-python ## fail on drift from contracts/ or a breaking change against its baseline
+	@$(PY) -m consort.governance check
+	@$(PY) -m consort.governance compat
 
 test: setup lint ## lint, then unit, integration and e2e tests
 	@$(PYTEST) tests

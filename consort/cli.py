@@ -66,6 +66,10 @@ def _table(system: LocalSystem, app_ids: list[str]) -> Table:
             DESCRIPTIONS.get(app_id, ""),
         )
     p = system.ports
+    if system.zipkin_url:
+        table.add_row(
+            "zipkin", f"{system.zipkin_url}/zipkin/", "", "traces of every app and sidecar"
+        )
     table.add_row("redis", f"127.0.0.1:{p.redis}", "", "state store and pub/sub broker")
     table.add_row("placement", f"127.0.0.1:{p.placement}", "", "actor placement")
     table.add_row("scheduler", f"127.0.0.1:{p.scheduler}", "", "jobs, reminders, workflows")
@@ -80,8 +84,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.free_ports:
         run_file = run_file.with_free_ports()
         ports = InfraPorts.free()
+    tracing = os.environ.get("CONSORT_TRACING", "on").lower() not in ("off", "0", "false")
     try:
-        system = LocalSystem(run_file, run_dir, ports)
+        system = LocalSystem(run_file, run_dir, ports, tracing=tracing)
     except RuntimeMissing as exc:
         console.print(f"[red]{exc}[/red]")
         return 1
@@ -140,6 +145,49 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    from rich.live import Live
+
+    from consort.observe import app_status, read_endpoints, status_table
+
+    endpoints = read_endpoints(default_run_dir())["apps"]
+
+    def snapshot() -> Table:
+        return status_table([app_status(a, e["app"]) for a, e in endpoints.items()])
+
+    out = Console()
+    if args.once:
+        out.print(snapshot())
+        return 0
+    with Live(snapshot(), console=out, refresh_per_second=1) as live:
+        try:
+            while True:
+                time.sleep(args.interval)
+                live.update(snapshot())
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def _trace(args: argparse.Namespace) -> int:
+    from consort.observe import fetch_trace, read_endpoints, waterfall
+
+    zipkin = args.zipkin or read_endpoints(default_run_dir()).get("zipkin")
+    if not zipkin:
+        console.print("tracing is off for this run (CONSORT_TRACING=off)")
+        return 1
+    spans = fetch_trace(zipkin, args.trace_id)
+    if not spans:
+        console.print(
+            f"Zipkin at {zipkin} has no spans for {args.trace_id} yet "
+            "(sidecars send theirs within a few seconds)"
+        )
+        return 1
+    Console().print(waterfall(spans))
+    console.print(f"in Zipkin: {zipkin}/zipkin/traces/{args.trace_id}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="consort", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,14 +200,19 @@ def main(argv: list[str] | None = None) -> int:
         help="use free ports instead of the file's (they are written to <run dir>/endpoints.json)",
     )
     sub.add_parser("stop", help="stop what `consort run` started")
+    status = sub.add_parser("status", help="a live table of every service")
+    status.add_argument("--once", action="store_true", help="print once and exit")
+    status.add_argument("--interval", type=float, default=2.0, help="refresh every N seconds")
+    trace_cmd = sub.add_parser("trace", help="show one trace as a waterfall")
+    trace_cmd.add_argument("trace_id", help="the x-trace-id of a response, or a problem's trace_id")
+    trace_cmd.add_argument("--zipkin", help="Zipkin's URL (default: the running system's)")
     serve = sub.add_parser("serve", help="serve one app on $APP_PORT")
     serve.add_argument("target", help="MODULE:APP, e.g. apps.gateway.main:app")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args.target)
-    if args.command == "run":
-        return _run(args)
-    return _stop(args)
+    commands = {"run": _run, "stop": _stop, "status": _status, "trace": _trace}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -127,7 +127,8 @@ class Sidecar:
         response = await self._request(
             http_method, f"/v1.0/invoke/{app_id}/method/{method.lstrip('/')}", **kwargs
         )
-        if response.status_code >= 500 and response.headers.get("dapr-error-code") is None:
+        if response.status_code >= 500:
+            # Dapr's own failures carry an ERR_ code; an app's own 5xx passes through as is.
             code, message = _error_of(response)
             if code and code.startswith("ERR_"):
                 raise TargetUnavailable(

@@ -41,6 +41,8 @@ class Runtime:
     placement: Path
     scheduler: Path
     redis_server: Path
+    zipkin_jar: Path | None = None
+    java: Path | None = None
 
     @classmethod
     def locate(cls) -> Runtime:
@@ -55,10 +57,15 @@ class Runtime:
         redis = shutil.which("redis-server")
         if redis is None:
             raise RuntimeMissing("redis-server is not installed; run `make setup`.")
+        zipkin_version = _versions()["ZIPKIN_VERSION"]
+        jar = cache_dir() / f"zipkin-{zipkin_version}" / f"zipkin-server-{zipkin_version}-exec.jar"
+        java = shutil.which("java")
         return cls(
             version=version,
             daprd=bin_dir / "daprd",
             placement=bin_dir / "placement",
             scheduler=bin_dir / "scheduler",
             redis_server=Path(redis),
+            zipkin_jar=jar if jar.exists() else None,
+            java=Path(java) if java else None,
         )

@@ -15,10 +15,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from consort.contracts.catalog import Component, Route, ServiceInfo, SidecarInfo, Subscription
 from consort.contracts.common import ModelInfo
-from consort.dapr import Sidecar
+from consort.contracts.events import TOPICS
+from consort.dapr import Sidecar, SidecarError
 from consort.errors import (
     BodyLimitMiddleware,
     install_problem_handlers,
@@ -32,6 +35,7 @@ from consort.logging import (
     traceparent_var,
 )
 from consort.settings import ServiceSettings, SidecarSettings
+from consort.telemetry import Metrics, MetricsMiddleware, current_trace_id, setup_tracing
 
 ReadinessCheck = Callable[[], Awaitable[str | None]]
 """Returns None when ready, or a sentence saying what is not ready yet."""
@@ -49,6 +53,8 @@ class ServiceKit:
         self._sidecar: Sidecar | None = None
         self._checks: dict[str, ReadinessCheck] = {"sidecar": self._sidecar_ready}
         self.models: list[ModelInfo] = []
+        self.metrics = Metrics(settings.app_id)
+        self.metrics.info.labels(settings.app_id, version).set(1)
 
     @property
     def sidecar(self) -> Sidecar:
@@ -68,12 +74,47 @@ class ServiceKit:
     async def readiness(self) -> dict[str, str | None]:
         return {name: await check() for name, check in self._checks.items()}
 
-    def info(self) -> dict[str, Any]:
-        return {
-            "app_id": self.settings.app_id,
-            "version": self.version,
-            "models": [m.model_dump() for m in self.models],
-        }
+    def summary(self) -> dict[str, Any]:
+        return {"version": self.version, "models": [m.model_dump() for m in self.models]}
+
+    async def describe(self, app: FastAPI) -> ServiceInfo:
+        """This service as it runs: routes, models, topics, and what its sidecar reports."""
+        # The OpenAPI document is the contract: its paths are the routes the app offers.
+        routes = [
+            Route(method=method.upper(), path=path)
+            for path, operations in app.openapi().get("paths", {}).items()
+            for method in operations
+        ]
+        sidecar: SidecarInfo | None = None
+        try:
+            metadata = await self.sidecar.metadata()
+            sidecar = SidecarInfo(
+                runtime_version=metadata.get("runtimeVersion", ""),
+                components=[
+                    Component(name=c["name"], type=c["type"], version=c.get("version", ""))
+                    for c in metadata.get("components", [])
+                ],
+                subscriptions=[
+                    Subscription(
+                        pubsub=s["pubsubname"],
+                        topic=s["topic"],
+                        dead_letter_topic=s.get("deadLetterTopic") or None,
+                    )
+                    for s in metadata.get("subscriptions", [])
+                ],
+                actor_types=[a["type"] for a in metadata.get("actors", [])],
+            )
+        except SidecarError as exc:
+            log.warning("sidecar metadata unavailable: %s", exc)
+        return ServiceInfo(
+            app_id=self.settings.app_id,
+            version=self.version,
+            models=self.models,
+            routes=routes,
+            publishes=[t.name for t in TOPICS if self.settings.app_id in t.publishers],
+            subscribes=sorted({sub.topic for sub in sidecar.subscriptions} if sidecar else set()),
+            sidecar=sidecar,
+        )
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -102,7 +143,9 @@ class TraceContextMiddleware:
         headers = dict(scope.get("headers") or [])
         raw = headers.get(b"traceparent")
         traceparent = raw.decode("latin-1") if raw else None
-        trace_id = trace_id_from_traceparent(traceparent)
+        # The OpenTelemetry server span (outermost middleware) holds the trace in hand;
+        # requests it does not trace (health probes) keep the caller's or get a new one.
+        trace_id = current_trace_id() or trace_id_from_traceparent(traceparent)
         if trace_id is None:
             trace_id = secrets.token_hex(16)
             traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
@@ -158,11 +201,11 @@ def create_app(
     async def combined(app: FastAPI) -> AsyncIterator[None]:
         async with kit.running():
             if lifespan is None:
-                log.info("started", extra={"fields": kit.info()})
+                log.info("started", extra={"fields": kit.summary()})
                 yield
             else:
                 async with lifespan(app):
-                    log.info("started", extra={"fields": kit.info()})
+                    log.info("started", extra={"fields": kit.summary()})
                     yield
 
     app = FastAPI(
@@ -174,8 +217,9 @@ def create_app(
     )
     install_problem_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=kit.settings.max_body_bytes)
-
     app.add_middleware(TraceContextMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=kit.metrics)
+    setup_tracing(app, kit.settings.app_id, kit.version, kit.settings.zipkin_url)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")
     async def healthz() -> dict[str, str]:
@@ -200,8 +244,17 @@ def create_app(
             )
         return JSONResponse({"status": "ready", "checks": list(results)})
 
-    @app.get("/info", tags=["health"], summary="What this service is: id, version, models")
-    async def info() -> dict[str, Any]:
-        return kit.info()
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(kit.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(
+        "/info",
+        tags=["health"],
+        summary="What this service is: version, models, routes, topics, sidecar",
+        response_model=ServiceInfo,
+    )
+    async def info() -> ServiceInfo:
+        return await kit.describe(app)
 
     return app

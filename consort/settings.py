@@ -1,9 +1,22 @@
-"""Settings every service shares. Each app subclasses `ServiceSettings` with its own prefix."""
+"""Settings every service shares. Each app subclasses `ServiceSettings` with its own prefix.
+
+Shared settings are read from `CONSORT_<NAME>` whatever the app's prefix (and the app id
+from `APP_ID`, which launchers set), so one variable configures every app alike.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _shared(name: str) -> AliasChoices:
+    return AliasChoices(f"CONSORT_{name.upper()}", name)
+
+
+def app_id_field(default: str) -> str:
+    """The `app_id` field of an app's settings: `APP_ID` from the launcher, else `default`."""
+    return Field(default=default, validation_alias=AliasChoices("APP_ID", "app_id"))
 
 
 class SidecarSettings(BaseSettings):
@@ -21,15 +34,34 @@ class SidecarSettings(BaseSettings):
 
 
 class ServiceSettings(BaseSettings):
-    """Settings common to every Consort app (env prefix `CONSORT_`)."""
+    """Settings common to every Consort app."""
 
-    model_config = SettingsConfigDict(env_prefix="CONSORT_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CONSORT_", extra="ignore", populate_by_name=True)
 
-    app_id: str = "consort"
-    log_level: str = "INFO"
-    pubsub_name: str = Field(default="pubsub", description="Logical pub/sub component name.")
-    statestore_name: str = Field(default="statestore", description="Logical state store name.")
-    max_body_bytes: int = Field(default=1_048_576, description="Largest request body accepted.")
+    app_id: str = app_id_field("consort")
+    log_level: str = Field(default="INFO", validation_alias=_shared("log_level"))
+    pubsub_name: str = Field(
+        default="pubsub",
+        validation_alias=_shared("pubsub_name"),
+        description="Logical pub/sub component name.",
+    )
+    statestore_name: str = Field(
+        default="statestore",
+        validation_alias=_shared("statestore_name"),
+        description="Logical state store name.",
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        validation_alias=_shared("max_body_bytes"),
+        description="Largest request body accepted.",
+    )
+    zipkin_url: str | None = Field(
+        default=None,
+        validation_alias=_shared("zipkin_url"),
+        description="Zipkin span endpoint (…/api/v2/spans); unset: spans are not exported.",
+    )
     sidecar_timeout_s: float = Field(
-        default=5.0, description="How long a call through the sidecar may take."
+        default=5.0,
+        validation_alias=_shared("sidecar_timeout_s"),
+        description="How long a call through the sidecar may take.",
     )

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from consort.processes import Proc, Supervisor, free_port, http_ok, port_open, wait_until
-from consort.runtime import REPO, Runtime
+from consort.runtime import REPO, Runtime, RuntimeMissing
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ class InfraPorts:
     scheduler_health: int = 58081
     scheduler_etcd_client: int = 52379
     scheduler_etcd_peer: int = 52380
+    zipkin: int = 9411
 
     @classmethod
     def free(cls) -> InfraPorts:
@@ -144,6 +145,7 @@ class LocalSystem:
         ports: the infrastructure's ports.
         runtime: the binaries (defaults to the project's pinned build).
         extra_env: added to every app's and sidecar's environment.
+        tracing: start Zipkin and send every app's and sidecar's spans to it.
     """
 
     def __init__(
@@ -153,28 +155,43 @@ class LocalSystem:
         ports: InfraPorts | None = None,
         runtime: Runtime | None = None,
         extra_env: dict[str, str] | None = None,
+        tracing: bool = True,
     ) -> None:
         self.run_file = run_file
+        self.tracing = tracing
         self.run_dir = run_dir.resolve()
         self.ports = ports or InfraPorts()
         self.runtime = runtime or Runtime.locate()
         self.extra_env = extra_env or {}
         self.logs = self.run_dir / "logs"
         self.supervisor = Supervisor(pid_file=self.run_dir / "pids.json")
+        if tracing and (self.runtime.zipkin_jar is None or self.runtime.java is None):
+            raise RuntimeMissing(
+                "tracing needs Zipkin's server and Java: run `make setup` "
+                "(or turn tracing off with CONSORT_TRACING=off)"
+            )
 
     # -- infrastructure -----------------------------------------------------------------------
     @property
     def redis_host(self) -> str:
         return f"127.0.0.1:{self.ports.redis}"
 
+    @property
+    def zipkin_url(self) -> str | None:
+        """Zipkin's UI and API root, when tracing is on."""
+        return f"http://127.0.0.1:{self.ports.zipkin}" if self.tracing else None
+
     def start_infra(self, deadline_s: float = 30) -> None:
         """Start Redis, placement and scheduler and wait until each is healthy."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        for name, port in (
+        checked = [
             ("redis", self.ports.redis),
             ("placement", self.ports.placement),
             ("scheduler", self.ports.scheduler),
-        ):
+        ]
+        if self.tracing:
+            checked.append(("zipkin", self.ports.zipkin))
+        for name, port in checked:
             if port_open(port):
                 raise RuntimeError(
                     f"port {port} for {name} is taken: is Consort already running? "
@@ -183,6 +200,34 @@ class LocalSystem:
         redis_dir = self.run_dir / "redis"
         redis_dir.mkdir(exist_ok=True)
         p = self.ports
+        zipkin = None
+        if self.tracing:
+            assert self.runtime.java and self.runtime.zipkin_jar
+            # Started first: the JVM takes longest to come up.
+            zipkin = self.supervisor.start(
+                Proc(
+                    "zipkin",
+                    [
+                        str(self.runtime.java),
+                        "-Xms64m",
+                        "-Xmx512m",
+                        "-XX:TieredStopAtLevel=1",
+                        "-XX:+UseSerialGC",
+                        "-jar",
+                        str(self.runtime.zipkin_jar),
+                    ],
+                    self.logs / "zipkin.log",
+                    env={
+                        "STORAGE_TYPE": "mem",
+                        "MEM_MAX_SPANS": "200000",
+                        "QUERY_PORT": str(p.zipkin),
+                        "ARMERIA_PORTS_0_IP": "127.0.0.1",
+                        "ARMERIA_PORTS_0_PORT": str(p.zipkin),
+                        "COLLECTOR_SAMPLE_RATE": "1.0",
+                        "JAVA_TOOL_OPTIONS": "-Djava.net.preferIPv4Stack=true",
+                    },
+                )
+            )
         redis = self.supervisor.start(
             Proc(
                 "redis",
@@ -263,6 +308,8 @@ class LocalSystem:
             deadline_s,
             [scheduler],
         )
+        if zipkin is not None:
+            wait_until("zipkin", http_ok(f"{self.zipkin_url}/health"), 90, [zipkin])
 
     # -- apps ---------------------------------------------------------------------------------
     def _env(self, spec: AppSpec) -> dict[str, str]:
@@ -276,6 +323,8 @@ class LocalSystem:
             "DAPR_GRPC_PORT": str(spec.dapr_grpc_port),
             "CONSORT_REDIS_HOST": self.redis_host,
             "CONSORT_RUN_DIR": str(self.run_dir),
+            # Read by the apps' tracers and, through config.yaml, by daprd.
+            "CONSORT_ZIPKIN_URL": f"{self.zipkin_url}/api/v2/spans" if self.zipkin_url else "",
             # daprd would read this when no scheduler address is given; ours always is.
             "DAPR_SCHEDULER_HOST_ADDRESS_DNS_A": "",
         }
@@ -348,20 +397,29 @@ class LocalSystem:
     def start_app(self, app_id: str) -> tuple[Proc, Proc]:
         """Start one app and its sidecar (without waiting)."""
         spec = self.run_file.app(app_id)
-        env = self._env(spec)
         app = self.supervisor.start(
-            Proc(app_id, self._command(spec), self.logs / f"{app_id}.log", env, spec.app_dir)
+            Proc(
+                app_id,
+                self._command(spec),
+                self.logs / f"{app_id}.log",
+                self._env(spec),
+                spec.app_dir,
+            )
         )
-        sidecar = self.supervisor.start(
+        return app, self.start_sidecar(app_id)
+
+    def start_sidecar(self, app_id: str) -> Proc:
+        """Start the daprd of one app (without waiting)."""
+        spec = self.run_file.app(app_id)
+        return self.supervisor.start(
             Proc(
                 f"{app_id}-daprd",
                 self.daprd_argv(spec),
                 self.logs / f"{app_id}-daprd.log",
-                env,
+                self._env(spec),
                 self.run_dir,
             )
         )
-        return app, sidecar
 
     def wait_app(self, app_id: str, deadline_s: float = 60) -> None:
         """Wait until the app's sidecar is healthy and the app itself is ready."""
@@ -381,9 +439,10 @@ class LocalSystem:
             [app, sidecar],
         )
 
-    def stop_app(self, app_id: str, *, kill: bool = False) -> None:
+    def stop_app(self, app_id: str, *, kill: bool = False, sidecar_only: bool = False) -> None:
         """Stop (or SIGKILL) one app and its sidecar, as an operator or a crash would."""
-        for name in (app_id, f"{app_id}-daprd"):
+        names = [f"{app_id}-daprd"] if sidecar_only else [app_id, f"{app_id}-daprd"]
+        for name in names:
             proc = self.supervisor.get(name)
             proc.kill() if kill else proc.stop()
             self.supervisor.procs.remove(proc)
@@ -408,12 +467,11 @@ class LocalSystem:
     def write_endpoints(self, app_ids: list[str]) -> Path:
         """Record where each app and sidecar listens, for tools and tests."""
         path = self.run_dir / "endpoints.json"
-        path.write_text(
-            json.dumps(
-                {a: {"app": self.url(a), "sidecar": self.sidecar_url(a)} for a in app_ids},
-                indent=2,
-            )
-        )
+        endpoints = {
+            "apps": {a: {"app": self.url(a), "sidecar": self.sidecar_url(a)} for a in app_ids},
+            "zipkin": self.zipkin_url,
+        }
+        path.write_text(json.dumps(endpoints, indent=2))
         return path
 
     def url(self, app_id: str) -> str:

@@ -6,6 +6,7 @@ service invocation, and keeps read models fed by events.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from apps.gateway.settings import GatewaySettings
 from apps.gateway.stats import TextStats, apply_event
+from consort.contracts.catalog import Catalog, CatalogEntry, ServiceInfo
 from consort.contracts.common import Problem
 from consort.contracts.events import PUBSUB, TEXTS_ANALYZED, TextsAnalyzed, dead_letter
 from consort.contracts.sentiment import (
@@ -167,6 +169,32 @@ async def list_dead_letters(topic: str, sc: SidecarDep) -> DeadLetters:
     key = DEAD_LETTERS_KEY.format(topic=topic)
     stored = await read_tracked(sc, settings.statestore_name, key, DeadLetters)
     return stored or DeadLetters(topic=topic, dead_letters=[])
+
+
+@v1.get("/catalog", response_model=Catalog, tags=["operations"])
+async def catalog(sc: SidecarDep) -> Catalog:
+    """Every service, its version, models, routes and topics, read from the running system.
+
+    Each service describes itself (`/info`, reached through Dapr) with what its own sidecar
+    reports through the metadata API: runtime version, components, subscriptions.
+    """
+
+    async def entry(app_id: str) -> CatalogEntry:
+        try:
+            response = await sc.invoke(
+                app_id, "info", http_method="GET", timeout_s=settings.catalog_timeout_s
+            )
+        except TargetUnavailable as exc:
+            return CatalogEntry(app_id=app_id, status="unreachable", detail=str(exc))
+        if response.status_code != 200:
+            return CatalogEntry(
+                app_id=app_id, status="unreachable", detail=f"/info answered {response.status_code}"
+            )
+        return CatalogEntry(
+            app_id=app_id, status="available", info=ServiceInfo.model_validate(response.json())
+        )
+
+    return Catalog(services=list(await asyncio.gather(*map(entry, settings.catalog_apps))))
 
 
 app.include_router(v1)

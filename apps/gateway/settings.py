@@ -3,13 +3,13 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from consort.settings import ServiceSettings
+from consort.settings import ServiceSettings, app_id_field
 
 
 class GatewaySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
 
-    app_id: str = "gateway"
+    app_id: str = app_id_field("gateway")
     sentiment_app_id: str = Field(
         default="sentiment", description="App id of the sentiment service."
     )
@@ -20,4 +20,9 @@ class GatewaySettings(ServiceSettings):
             "Keep it above the resiliency timeout for the target app."
         ),
     )
+    catalog_apps: list[str] = Field(
+        default=["gateway", "sentiment"],
+        description="App ids the catalog asks for their description (JSON list in the env).",
+    )
+    catalog_timeout_s: float = Field(default=2.0, description="How long the catalog waits per app.")
     dead_letters_kept: int = Field(default=100, description="Dead letters kept per topic.")

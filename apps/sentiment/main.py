@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from apps.sentiment.analyzer import SentimentAnalyzer, text_sha256
 from apps.sentiment.settings import SentimentSettings
-from consort.contracts.events import TEXTS_ANALYZED, TextsAnalyzed
+from consort.contracts.events import TEXTS_ANALYZED, TextsAnalyzed, topic
 from consort.contracts.sentiment import (
     SentimentBatchRequest,
     SentimentBatchResult,
@@ -25,8 +25,10 @@ from consort.contracts.sentiment import (
 )
 from consort.dapr import SidecarError
 from consort.service import ServiceKit, create_app
+from consort.telemetry import tracer as get_tracer
 
 log = logging.getLogger("sentiment")
+tracer = get_tracer("sentiment")
 settings = SentimentSettings()
 kit = ServiceKit(settings, version="1.0.0")
 analyzer: SentimentAnalyzer | None = None
@@ -70,16 +72,20 @@ async def _score(texts: list[str]) -> list[SentimentResult]:
     except SidecarError as exc:
         # The cache is an optimisation: without it the service still answers.
         log.warning("state store unavailable, scoring without cache: %s", exc)
-    results: list[SentimentResult] = []
+    to_score = {k: t for t, k in zip(texts, keys, strict=True) if k not in cached}
     fresh: dict[str, SentimentResult] = {}
-    for text, key in zip(texts, keys, strict=True):
-        if key in cached:
-            results.append(cached[key].model_copy(update={"cached": True}))
-        elif key in fresh:
-            results.append(fresh[key])
-        else:
-            fresh[key] = analyzer.analyze(text)
-            results.append(fresh[key])
+    if to_score:
+        model = f"{analyzer.model.name}@{analyzer.model.version}"
+        with (
+            tracer.start_as_current_span(
+                "model.infer", attributes={"model": model, "items": len(to_score)}
+            ),
+            kit.metrics.inferring(model, items=len(to_score)),
+        ):
+            fresh = {k: analyzer.analyze(t) for k, t in to_score.items()}
+    results = [
+        fresh[k] if k in fresh else cached[k].model_copy(update={"cached": True}) for k in keys
+    ]
     if fresh:
         try:
             await kit.sidecar.save_states(
@@ -109,7 +115,13 @@ async def _announce(texts: list[str], results: list[SentimentResult]) -> None:
     ]
     outcomes = await asyncio.gather(
         *(
-            kit.sidecar.publish(settings.pubsub_name, TEXTS_ANALYZED, e, source=settings.app_id)
+            kit.sidecar.publish(
+                settings.pubsub_name,
+                TEXTS_ANALYZED,
+                e,
+                source=settings.app_id,
+                event_type=topic(TEXTS_ANALYZED).event_type,
+            )
             for e in events
         ),
         return_exceptions=True,

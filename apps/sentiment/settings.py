@@ -3,13 +3,13 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from consort.settings import ServiceSettings
+from consort.settings import ServiceSettings, app_id_field
 
 
 class SentimentSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="SENTIMENT_", extra="ignore")
 
-    app_id: str = "sentiment"
+    app_id: str = app_id_field("sentiment")
     cache_ttl_s: int = Field(
         default=7 * 24 * 3600, description="How long a cached result lives in the state store."
     )

@@ -6,6 +6,7 @@ Each event's CloudEvent `id` is the idempotency key consumers use.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,3 +35,44 @@ class TextsAnalyzed(BaseModel):
     cached: bool
     model: ModelInfo
     analyzed_at: datetime
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A topic's contract: its payload model and version, who publishes and who consumes.
+
+    The CloudEvent `type` is `consort.<topic>.v<version>`; a breaking change to the payload
+    ships as a new version (a new type, consumed side by side), never in place.
+    """
+
+    name: str
+    payload: type[BaseModel]
+    version: int
+    publishers: tuple[str, ...]
+    subscribers: tuple[str, ...]
+    description: str
+
+    @property
+    def event_type(self) -> str:
+        return f"consort.{self.name}.v{self.version}"
+
+
+#: Every topic of the system. Producers and consumers use these names and models.
+TOPICS: tuple[Topic, ...] = (
+    Topic(
+        name=TEXTS_ANALYZED,
+        payload=TextsAnalyzed,
+        version=1,
+        publishers=("sentiment",),
+        subscribers=("gateway",),
+        description="A text was scored for sentiment (its hash, label and score; not the text).",
+    ),
+)
+
+
+def topic(name: str) -> Topic:
+    """The contract of topic `name`."""
+    for t in TOPICS:
+        if t.name == name:
+            return t
+    raise KeyError(name)

@@ -46,9 +46,10 @@ def test_consort_run_serves_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
     endpoints = run_dir / "endpoints.json"
     try:
         wait_until("consort run", endpoints.exists, 120, [])
-        urls = json.loads(endpoints.read_text())
+        urls = json.loads(endpoints.read_text())["apps"]
         pids = json.loads((run_dir / "pids.json").read_text())
         assert set(pids) == {
+            "zipkin",
             "redis",
             "placement",
             "scheduler",

@@ -37,8 +37,12 @@ def test_gateway_answers_503_within_its_deadline(system: LocalSystem, sentiment_
     assert response.headers["retry-after"] == "2"
     assert response.json()["title"] == "Service unavailable"
     assert elapsed < DEADLINE_S + 0.5
-    # The gateway itself stays healthy: the fault is isolated to the sentiment service.
+    # The gateway itself stays healthy: the fault is isolated to the sentiment service,
+    # and its catalog says which service is missing.
     assert httpx.get(f"{system.url('gateway')}/healthz").status_code == 200
+    catalog = httpx.get(f"{system.url('gateway')}/v1/catalog", timeout=10).json()
+    status = {s["app_id"]: s["status"] for s in catalog["services"]}
+    assert status == {"gateway": "available", "sentiment": "unreachable"}
 
 
 def test_service_recovers_after_restart(system: LocalSystem) -> None:

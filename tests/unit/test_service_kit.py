@@ -54,8 +54,20 @@ def test_readyz_says_what_is_missing(client: TestClient) -> None:
     assert "sidecar" in response.json()["detail"]
 
 
-def test_info_names_app_and_version(client: TestClient) -> None:
-    assert client.get("/info").json() == {"app_id": "kit-test", "version": "9.9.9", "models": []}
+def test_info_describes_the_app_even_without_its_sidecar(client: TestClient) -> None:
+    info = client.get("/info").json()
+    assert (info["app_id"], info["version"], info["models"]) == ("kit-test", "9.9.9", [])
+    assert {"method": "POST", "path": "/echo"} in info["routes"]
+    assert {"method": "GET", "path": "/healthz"} in info["routes"]
+    assert info["sidecar"] is None  # nothing listens on its sidecar port
+    assert info["subscribes"] == []
+
+
+def test_metrics_count_requests_by_route_template(client: TestClient) -> None:
+    client.post("/echo", json={"text": "counted"})
+    text = client.get("/metrics").text
+    assert 'consort_http_requests_total{method="POST",route="/echo",status="200"}' in text
+    assert 'consort_app_info{app="kit-test",version="9.9.9"} 1.0' in text
 
 
 def test_trace_id_continues_the_callers_trace(client: TestClient) -> None:
