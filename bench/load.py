@@ -22,6 +22,7 @@ class Figures:
     p99_ms: float
     mean_ms: float
     throughput_rps: float
+    drain_s: float | None = None  # how long the events it caused took to be consumed after
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

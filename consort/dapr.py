@@ -1,23 +1,29 @@
 """A small async client for the app's own Dapr sidecar: invocation, pub/sub and state.
 
-Apps talk to each other only through their sidecar. This client keeps one pooled HTTP
-connection set to it, forwards the W3C trace context of the request in hand, and turns
-sidecar failures into typed exceptions that the service kit maps to problem+json.
+Apps talk to each other only through their sidecar. This client keeps one pooled set of
+keep-alive connections to it (aiohttp: under concurrency it costs a fraction of the CPU
+httpx does, measured in bench/), records a client span per call and passes the W3C trace
+context on, and turns sidecar failures into typed exceptions that the service kit maps
+to problem+json.
 """
 
 from __future__ import annotations
 
+import json as jsonlib
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from consort.logging import traceparent_var
 from consort.settings import SidecarSettings
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
+_tracer = trace.get_tracer("consort.dapr")
 
 
 class SidecarError(Exception):
@@ -46,19 +52,31 @@ class StateItem:
     etag: str | None
 
 
-def _trace_headers(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    headers = dict(extra or {})
-    traceparent = traceparent_var.get()
-    if traceparent and "traceparent" not in headers:
-        headers["traceparent"] = traceparent
-    return headers
+@dataclass(frozen=True)
+class Reply:
+    """A sidecar's (or, through invocation, an app's) HTTP answer, read whole."""
+
+    status: int
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "")
 
 
-def _error_of(response: httpx.Response) -> tuple[str | None, str]:
+def _error_of(reply: Reply) -> tuple[str | None, str]:
     try:
-        body = response.json()
+        body = reply.json()
     except ValueError:
-        return None, response.text[:300]
+        return None, reply.text[:300]
     if isinstance(body, dict):
         return body.get("errorCode"), str(body.get("message", body))[:300]
     return None, str(body)[:300]
@@ -69,37 +87,86 @@ class Sidecar:
 
     def __init__(self, settings: SidecarSettings, timeout_s: float = 5.0) -> None:
         self.base_url = settings.http_url
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 2.0)),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-        )
+        self.timeout_s = timeout_s
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Created on first use, inside the running event loop.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                base_url=self.base_url,
+                connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30),
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s, connect=2.0),
+                json_serialize=jsonlib.dumps,
+            )
+        return self._session
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
-    async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return await self._client.request(method, url, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise TargetUnavailable(f"sidecar call timed out: {method} {url}") from exc
-        except httpx.TransportError as exc:
-            raise TargetUnavailable(f"sidecar unreachable at {self.base_url}: {exc}") from exc
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+        span_name: str | None = None,
+    ) -> Reply:
+        """One call to the sidecar, as a client span that the sidecar's spans continue."""
+        with _tracer.start_as_current_span(
+            span_name or f"{method} {url.split('?')[0]}",
+            kind=SpanKind.CLIENT,
+            attributes={"http.request.method": method, "url.full": self.base_url + url},
+        ) as span:
+            sent = dict(headers or {})
+            if span.get_span_context().is_valid:
+                propagate.inject(sent)
+            elif (traceparent := traceparent_var.get()) is not None:
+                sent.setdefault("traceparent", traceparent)
+            timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else None
+            try:
+                async with self._client().request(
+                    method, url, json=json, data=data, headers=sent, timeout=timeout
+                ) as response:
+                    body = await response.read()
+                    reply = Reply(
+                        response.status,
+                        body,
+                        {k.lower(): v for k, v in response.headers.items()},
+                    )
+            except TimeoutError as exc:
+                span.set_status(Status(StatusCode.ERROR, "timeout"))
+                raise TargetUnavailable(f"sidecar call timed out: {method} {url}") from exc
+            except aiohttp.ClientError as exc:
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                raise TargetUnavailable(f"sidecar unreachable at {self.base_url}: {exc}") from exc
+            span.set_attribute("http.response.status_code", reply.status)
+            if reply.status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+            return reply
 
     # -- health -------------------------------------------------------------------------
     async def is_healthy(self) -> bool:
         """True when the sidecar is up and its components are loaded."""
         try:
-            response = await self._client.get("/v1.0/healthz/outbound", timeout=1.0)
-        except httpx.HTTPError:
+            async with self._client().get(
+                "/v1.0/healthz/outbound", timeout=aiohttp.ClientTimeout(total=1.0)
+            ) as response:
+                return response.status == 204
+        except (TimeoutError, aiohttp.ClientError):
             return False
-        return response.status_code == 204
 
     async def metadata(self) -> dict[str, Any]:
         """The sidecar's metadata: app id, components, subscriptions, actors."""
-        response = await self._request("GET", "/v1.0/metadata")
-        response.raise_for_status()
-        result: dict[str, Any] = response.json()
+        reply = await self._request("GET", "/v1.0/metadata")
+        if reply.status != 200:
+            raise SidecarError(f"metadata answered {reply.status}", status=reply.status)
+        result: dict[str, Any] = reply.json()
         return result
 
     # -- service invocation -------------------------------------------------------------
@@ -112,27 +179,27 @@ class Sidecar:
         http_method: str = "POST",
         headers: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
-    ) -> httpx.Response:
+    ) -> Reply:
         """Call `method` (a path) on `app_id` through Dapr service invocation.
 
         Returns the target app's response as is (any status). Raises `TargetUnavailable`
         when the target cannot be reached: Dapr reports that as a 500 with an
         `ERR_DIRECT_INVOKE` code, or the call times out.
         """
-        kwargs: dict[str, Any] = {"headers": _trace_headers(headers)}
-        if json is not None:
-            kwargs["json"] = json
-        if timeout_s is not None:
-            kwargs["timeout"] = timeout_s
         response = await self._request(
-            http_method, f"/v1.0/invoke/{app_id}/method/{method.lstrip('/')}", **kwargs
+            http_method,
+            f"/v1.0/invoke/{app_id}/method/{method.lstrip('/')}",
+            json=json,
+            headers=headers,
+            timeout_s=timeout_s,
+            span_name=f"invoke {app_id}/{method.lstrip('/')}",
         )
-        if response.status_code >= 500:
+        if response.status >= 500:
             # Dapr's own failures carry an ERR_ code; an app's own 5xx passes through as is.
             code, message = _error_of(response)
             if code and code.startswith("ERR_"):
                 raise TargetUnavailable(
-                    f"{app_id} unavailable: {message}", status=response.status_code, code=code
+                    f"{app_id} unavailable: {message}", status=response.status, code=code
                 )
         return response
 
@@ -160,25 +227,28 @@ class Sidecar:
         response = await self._request(
             "POST",
             f"/v1.0/publish/{pubsub}/{topic}",
-            json=envelope,
-            headers=_trace_headers({"content-type": CLOUDEVENTS_JSON}),
+            data=jsonlib.dumps(envelope).encode(),
+            headers={"content-type": CLOUDEVENTS_JSON},
+            span_name=f"publish {topic}",
         )
-        if response.status_code != 204:
+        if response.status != 204:
             code, message = _error_of(response)
             raise SidecarError(
-                f"publish to {topic} failed: {message}", status=response.status_code, code=code
+                f"publish to {topic} failed: {message}", status=response.status, code=code
             )
         return event_id
 
     # -- state ----------------------------------------------------------------------------
     async def get_state(self, store: str, key: str) -> StateItem | None:
         """Read `key`, or None when it is absent."""
-        response = await self._request("GET", f"/v1.0/state/{store}/{key}")
-        if response.status_code == 204 or not response.content:
+        response = await self._request(
+            "GET", f"/v1.0/state/{store}/{key}", span_name=f"state get {store}"
+        )
+        if response.status == 204 or not response.body:
             return None
-        if response.status_code != 200:
+        if response.status != 200:
             code, message = _error_of(response)
-            raise SidecarError(f"state get failed: {message}", status=response.status_code)
+            raise SidecarError(f"state get failed: {message}", status=response.status)
         return StateItem(key=key, value=response.json(), etag=response.headers.get("etag"))
 
     async def get_bulk_state(self, store: str, keys: list[str]) -> list[StateItem]:
@@ -186,11 +256,14 @@ class Sidecar:
         if not keys:
             return []
         response = await self._request(
-            "POST", f"/v1.0/state/{store}/bulk", json={"keys": keys, "parallelism": 8}
+            "POST",
+            f"/v1.0/state/{store}/bulk",
+            json={"keys": keys, "parallelism": 8},
+            span_name=f"state bulk-get {store}",
         )
-        if response.status_code != 200:
+        if response.status != 200:
             code, message = _error_of(response)
-            raise SidecarError(f"bulk state get failed: {message}", status=response.status_code)
+            raise SidecarError(f"bulk state get failed: {message}", status=response.status)
         return [
             StateItem(key=entry["key"], value=entry["data"], etag=entry.get("etag"))
             for entry in response.json()
@@ -236,12 +309,12 @@ class Sidecar:
         await self._write(f"/v1.0/state/{store}", [item])
 
     async def _write(self, url: str, body: Any) -> None:
-        response = await self._request("POST", url, json=body)
-        if response.status_code in (200, 201, 204):
+        response = await self._request("POST", url, json=body, span_name="state save")
+        if response.status in (200, 201, 204):
             return
         code, message = _error_of(response)
         # A stale etag is a 409. A first-write on a key that exists fails in Dapr's Redis
         # store with a plain 500 whose message says so: the same lost race.
-        if response.status_code == 409 or "failed to set key" in message:
-            raise EtagMismatch(message, status=response.status_code, code=code)
-        raise SidecarError(f"state write failed: {message}", status=response.status_code, code=code)
+        if response.status == 409 or "failed to set key" in message:
+            raise EtagMismatch(message, status=response.status, code=code)
+        raise SidecarError(f"state write failed: {message}", status=response.status, code=code)

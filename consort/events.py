@@ -49,6 +49,15 @@ class CloudEvent(BaseModel):
 
 
 @dataclass(frozen=True)
+class Bulk:
+    """Bulk delivery: daprd hands over up to `max_messages` events in one request, waiting
+    at most `max_await_ms` to fill it. Consumers then pay one state round trip per batch."""
+
+    max_messages: int = 100
+    max_await_ms: int = 20
+
+
+@dataclass(frozen=True)
 class Subscription:
     """A topic this app consumes, the route daprd delivers it to, and its dead-letter topic."""
 
@@ -56,6 +65,7 @@ class Subscription:
     topic: str
     route: str
     with_dead_letter: bool = True
+    bulk: Bulk | None = None
 
     def as_dapr(self) -> dict[str, Any]:
         spec: dict[str, Any] = {
@@ -65,7 +75,30 @@ class Subscription:
         }
         if self.with_dead_letter:
             spec["deadLetterTopic"] = dead_letter(self.topic)
+        if self.bulk:
+            spec["bulkSubscribe"] = {
+                "enabled": True,
+                "maxMessagesCount": self.bulk.max_messages,
+                "maxAwaitDurationMs": self.bulk.max_await_ms,
+            }
         return spec
+
+
+def deliveries(body: dict[str, Any]) -> list[tuple[str | None, Any]]:
+    """The events of one delivery: `(entry id, CloudEvent)` pairs of a bulk delivery, or
+    one `(None, CloudEvent)` of a single one."""
+    if isinstance(body.get("entries"), list):
+        return [(str(e.get("entryId")), e.get("event")) for e in body["entries"]]
+    return [(None, body)]
+
+
+def delivery_response(statuses: dict[str | None, Delivery]) -> JSONResponse:
+    """The answer to a delivery: one status, or one per entry of a bulk delivery."""
+    if list(statuses) == [None]:
+        return delivery(statuses[None])
+    return JSONResponse(
+        {"statuses": [{"entryId": e, "status": s.value} for e, s in statuses.items()]}
+    )
 
 
 def declare_subscriptions(app: FastAPI, subscriptions: list[Subscription]) -> None:
@@ -97,67 +130,101 @@ async def apply_once(
     model: type[M],
     update: Callable[[M | None], M],
     marker_ttl_s: int = 7 * 24 * 3600,
-    attempts: int = 50,
 ) -> M:
     """Apply one event's `update` to the value at `key`, exactly once per `event_id`.
-
-    Dapr's Redis store does not roll back a failed transaction, so the value and the
-    event's marker cannot be written atomically together. Instead the event id is recorded
-    inside the value in the same compare-and-set that applies it (`Tracked.in_flight`),
-    then the marker `applied:<event id>` is written, then the id leaves `in_flight`.
-    A redelivery finds the marker, or the id in `in_flight`, and changes nothing; a crash
-    at any step is finished by the next delivery.
-
-    Args:
-        sidecar: the app's sidecar.
-        store: the state store name.
-        event_id: the event's CloudEvent id (unique per topic).
-        key: the key of the value the event changes; read it with `read_tracked`.
-        model: the value's model.
-        update: the new value from the current one (None when absent). Pure.
-        marker_ttl_s: how long a marker is kept; redeliveries come within minutes.
-        attempts: how many compare-and-set races to lose before giving up.
-
-    Returns:
-        The value after the update.
 
     Raises:
         AlreadyApplied: the event was applied before; nothing was written.
         EtagMismatch: every attempt lost its race (the caller should ask for a retry).
     """
-    marker_key = f"applied:{event_id}"
-    if await sidecar.get_state(store, marker_key) is not None:
-        raise AlreadyApplied(event_id)
-    found_in_flight = False
-
-    def apply(tracked: Tracked | None) -> Tracked | None:
-        nonlocal found_in_flight
-        found_in_flight = tracked is not None and event_id in tracked.in_flight
-        return None if found_in_flight else _apply(tracked, event_id, model, update)
-
-    value = await _compare_and_set(sidecar, store, key, model, attempts, apply)
-    await sidecar.save_state(
-        store, marker_key, {"applied": True}, metadata={"ttlInSeconds": str(marker_ttl_s)}
+    value, applied = await apply_many(
+        sidecar,
+        store,
+        event_ids=[event_id],
+        key=key,
+        model=model,
+        update=lambda current, _: update(current),
+        marker_ttl_s=marker_ttl_s,
     )
-    await _compare_and_set(sidecar, store, key, model, attempts, lambda t: _settle(t, event_id))
-    if found_in_flight:
-        # Another delivery applied it (and may have crashed before marking it): now marked.
+    if not applied or value is None:
         raise AlreadyApplied(event_id)
     return value
 
 
-def _apply(
-    tracked: Tracked | None, event_id: str, model: type[M], update: Callable[[M | None], M]
-) -> Tracked:
-    current = model.model_validate(tracked.value) if tracked else None
-    in_flight = tracked.in_flight if tracked else []
-    return Tracked(value=update(current).model_dump(mode="json"), in_flight=[*in_flight, event_id])
+async def apply_many(
+    sidecar: Sidecar,
+    store: str,
+    *,
+    event_ids: list[str],
+    key: str,
+    model: type[M],
+    update: Callable[[M | None, list[str]], M],
+    marker_ttl_s: int = 7 * 24 * 3600,
+    attempts: int = 50,
+) -> tuple[M | None, set[str]]:
+    """Apply events to the value at `key`, each exactly once per id, in one update.
+
+    Dapr's Redis store does not roll back a failed transaction, so a value and the markers
+    of the events applied to it cannot be written atomically together. Instead the event
+    ids are recorded inside the value by the same compare-and-set that applies them
+    (`Tracked.in_flight`); then markers `applied:<event id>` are written; then the ids
+    leave `in_flight`. A redelivery finds the marker, or the id in `in_flight`, and
+    changes nothing; a crash at any step is finished by the next delivery.
+
+    Args:
+        sidecar: the app's sidecar.
+        store: the state store name.
+        event_ids: the events' ids (unique per topic); duplicates are applied once.
+        key: the key of the value the events change; read it with `read_tracked`.
+        model: the value's model.
+        update: the new value from the current one (None when absent) and the ids to
+            apply now (those not applied before). Pure.
+        marker_ttl_s: how long a marker is kept; redeliveries come within minutes.
+        attempts: how many compare-and-set races to lose before giving up.
+
+    Returns:
+        The value after the update (None if there is none), and the ids applied by this
+        call (the others had been applied before).
+
+    Raises:
+        EtagMismatch: every attempt lost its race (the caller should ask for a retry).
+    """
+    ids = list(dict.fromkeys(event_ids))
+    markers = {f"applied:{i}": i for i in ids}
+    marked = {markers[item.key] for item in await sidecar.get_bulk_state(store, list(markers))}
+    pending = [i for i in ids if i not in marked]
+    applied: list[str] = []
+
+    def apply(tracked: Tracked | None) -> Tracked | None:
+        in_flight = set(tracked.in_flight) if tracked else set()
+        applied[:] = [i for i in pending if i not in in_flight]
+        if not applied:
+            return None
+        current = model.model_validate(tracked.value) if tracked else None
+        return Tracked(
+            value=update(current, list(applied)).model_dump(mode="json"),
+            in_flight=[*(tracked.in_flight if tracked else []), *applied],
+        )
+
+    value = await _compare_and_set(sidecar, store, key, model, attempts, apply)
+    if pending:
+        # Also for ids found in flight: another delivery applied them and may have
+        # crashed before marking them.
+        await sidecar.save_states(
+            store, {f"applied:{i}": {"applied": True} for i in pending}, ttl_s=marker_ttl_s
+        )
+        await _compare_and_set(
+            sidecar, store, key, model, attempts, lambda t: _settle(t, set(pending))
+        )
+    return value, set(applied)
 
 
-def _settle(tracked: Tracked | None, event_id: str) -> Tracked | None:
-    if tracked is None or event_id not in tracked.in_flight:
+def _settle(tracked: Tracked | None, event_ids: set[str]) -> Tracked | None:
+    if tracked is None or not event_ids & set(tracked.in_flight):
         return None
-    return Tracked(value=tracked.value, in_flight=[i for i in tracked.in_flight if i != event_id])
+    return Tracked(
+        value=tracked.value, in_flight=[i for i in tracked.in_flight if i not in event_ids]
+    )
 
 
 async def _compare_and_set(
@@ -167,14 +234,13 @@ async def _compare_and_set(
     model: type[M],
     attempts: int,
     change: Callable[[Tracked | None], Tracked | None],
-) -> M:
+) -> M | None:
     for _ in range(attempts):
         current = await sidecar.get_state(store, key)
         tracked = Tracked.model_validate(current.value) if current else None
         new = change(tracked)
         if new is None:  # nothing to write
-            assert tracked is not None
-            return model.model_validate(tracked.value)
+            return model.model_validate(tracked.value) if tracked else None
         try:
             if current is not None and current.etag:
                 await sidecar.save_state(store, key, new.model_dump(), etag=current.etag)

@@ -3,9 +3,10 @@
 Traces: an OpenTelemetry tracer provider per app (service name = app id) that continues
 the W3C trace context it receives (from a caller, or from daprd delivering an event) and
 sends its spans to Zipkin beside the sidecars' own, so one request is one trace across
-apps and sidecars. Outgoing calls to the sidecar carry the context (httpx instrumentation).
+apps and sidecars.
 
-Metrics: Prometheus counters and histograms served at `/metrics`.
+The sidecar client (`consort.dapr`) records a client span per call and passes the context
+on. Metrics: Prometheus counters and histograms served at `/metrics`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from fastapi import FastAPI
 from opentelemetry import trace
 from opentelemetry.exporter.zipkin.json import ZipkinExporter
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -49,7 +49,6 @@ def setup_tracing(app: FastAPI, service: str, version: str, zipkin_url: str | No
                 BatchSpanProcessor(ZipkinExporter(endpoint=zipkin_url), schedule_delay_millis=500)
             )
         trace.set_tracer_provider(provider)
-        HTTPXClientInstrumentor().instrument(tracer_provider=provider)
     FastAPIInstrumentor.instrument_app(
         app,
         tracer_provider=provider,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from functools import reduce
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request
@@ -30,12 +31,16 @@ from consort.dapr import EtagMismatch, Sidecar, SidecarError, TargetUnavailable
 from consort.errors import PROBLEM_JSON, ProblemError
 from consort.events import (
     AlreadyApplied,
+    Bulk,
     CloudEvent,
     Delivery,
     Subscription,
+    apply_many,
     apply_once,
     declare_subscriptions,
+    deliveries,
     delivery,
+    delivery_response,
     read_tracked,
 )
 from consort.service import ServiceKit, create_app
@@ -95,18 +100,16 @@ async def call_service(sc: Sidecar, app_id: str, method: str, payload: BaseModel
             slug="service-unavailable",
             headers={"Retry-After": "2"},
         ) from exc
-    if response.status_code < 400:
+    if response.status < 400:
         return response.json()
-    if response.status_code < 500 and response.headers.get("content-type", "").startswith(
-        PROBLEM_JSON
-    ):
+    if response.status < 500 and response.content_type.startswith(PROBLEM_JSON):
         # The service's own problem (its limits are the contract's): pass it on unchanged.
-        raise _Passthrough(response.status_code, response.json())
-    log.error("%s answered %s: %s", app_id, response.status_code, response.text[:300])
+        raise _Passthrough(response.status, response.json())
+    log.error("%s answered %s: %s", app_id, response.status, response.text[:300])
     raise ProblemError(
-        503 if response.status_code in (429, 502, 503, 504) else 502,
+        503 if response.status in (429, 502, 503, 504) else 502,
         "Upstream failure",
-        f"The {app_id} service failed (HTTP {response.status_code}).",
+        f"The {app_id} service failed (HTTP {response.status}).",
         slug="upstream-failure",
         headers={"Retry-After": "2"},
     )
@@ -186,9 +189,9 @@ async def catalog(sc: SidecarDep) -> Catalog:
             )
         except TargetUnavailable as exc:
             return CatalogEntry(app_id=app_id, status="unreachable", detail=str(exc))
-        if response.status_code != 200:
+        if response.status != 200:
             return CatalogEntry(
-                app_id=app_id, status="unreachable", detail=f"/info answered {response.status_code}"
+                app_id=app_id, status="unreachable", detail=f"/info answered {response.status}"
             )
         return CatalogEntry(
             app_id=app_id, status="available", info=ServiceInfo.model_validate(response.json())
@@ -203,7 +206,8 @@ app.include_router(v1)
 declare_subscriptions(
     app,
     [
-        Subscription(PUBSUB, TEXTS_ANALYZED, "/events/texts-analyzed"),
+        # In bulk: one compare-and-set of the stats per batch, not one per event.
+        Subscription(PUBSUB, TEXTS_ANALYZED, "/events/texts-analyzed", bulk=Bulk()),
         Subscription(
             PUBSUB, dead_letter(TEXTS_ANALYZED), "/events/dead-letters", with_dead_letter=False
         ),
@@ -212,28 +216,48 @@ declare_subscriptions(
 
 
 @app.post("/events/texts-analyzed", include_in_schema=False)
-async def on_texts_analyzed(envelope: Annotated[dict[str, Any], Body()]) -> JSONResponse:
-    try:
-        event = CloudEvent.model_validate(envelope)
-        data = TextsAnalyzed.model_validate(event.data)
-    except ValidationError as exc:
-        log.error("poison texts.analyzed event, dropped to dead letter: %s", exc)
-        return delivery(Delivery.DROP)
-    try:
-        await apply_once(
-            kit.sidecar,
-            settings.statestore_name,
-            event_id=f"{TEXTS_ANALYZED}:{event.id}",
-            key=STATS_KEY,
-            model=TextStats,
-            update=lambda stats: apply_event(stats or TextStats(), data),
-        )
-    except AlreadyApplied:
-        log.info("texts.analyzed %s already applied", event.id)
-    except (EtagMismatch, SidecarError) as exc:
-        log.warning("texts.analyzed %s not applied yet, will be redelivered: %s", event.id, exc)
-        return delivery(Delivery.RETRY)
-    return delivery(Delivery.SUCCESS)
+async def on_texts_analyzed(body: Annotated[dict[str, Any], Body()]) -> JSONResponse:
+    statuses: dict[str | None, Delivery] = {}
+    events: dict[str, TextsAnalyzed] = {}
+    entries_of: dict[str, list[str | None]] = {}
+    for entry_id, raw in deliveries(body):
+        try:
+            event = CloudEvent.model_validate(raw)
+            data = TextsAnalyzed.model_validate(event.data)
+        except ValidationError as exc:
+            log.error("poison texts.analyzed event, dropped to dead letter: %s", exc)
+            statuses[entry_id] = Delivery.DROP
+            continue
+        event_id = f"{TEXTS_ANALYZED}:{event.id}"
+        events[event_id] = data
+        entries_of.setdefault(event_id, []).append(entry_id)
+    if events:
+        try:
+            _, applied = await apply_many(
+                kit.sidecar,
+                settings.statestore_name,
+                event_ids=list(events),
+                key=STATS_KEY,
+                model=TextStats,
+                update=lambda stats, ids: reduce(
+                    apply_event, (events[i] for i in ids), stats or TextStats()
+                ),
+            )
+            outcome = Delivery.SUCCESS
+        except (EtagMismatch, SidecarError) as exc:
+            log.warning(
+                "%d texts.analyzed events not applied yet, will be redelivered: %s",
+                len(events),
+                exc,
+            )
+            applied, outcome = set(), Delivery.RETRY
+        for event_id, entries in entries_of.items():
+            duplicates = entries[1:] if event_id in applied else entries
+            if outcome is Delivery.SUCCESS:
+                for _ in duplicates:
+                    log.info("%s already applied", event_id.removeprefix(f"{TEXTS_ANALYZED}:"))
+            statuses.update(dict.fromkeys(entries, outcome))
+    return delivery_response(statuses)
 
 
 @app.post("/events/dead-letters", include_in_schema=False)

@@ -86,17 +86,22 @@ async def _score(texts: list[str]) -> list[SentimentResult]:
     results = [
         fresh[k] if k in fresh else cached[k].model_copy(update={"cached": True}) for k in keys
     ]
-    if fresh:
-        try:
-            await kit.sidecar.save_states(
-                settings.statestore_name,
-                {k: r.model_dump(mode="json") for k, r in fresh.items()},
-                ttl_s=settings.cache_ttl_s,
-            )
-        except SidecarError as exc:
-            log.warning("could not cache %d results: %s", len(fresh), exc)
-    await _announce(texts, results)
+    # The cache write and the events are independent: one round trip of waiting, not two.
+    await asyncio.gather(_cache(fresh), _announce(texts, results))
     return results
+
+
+async def _cache(fresh: dict[str, SentimentResult]) -> None:
+    if not fresh:
+        return
+    try:
+        await kit.sidecar.save_states(
+            settings.statestore_name,
+            {k: r.model_dump(mode="json") for k, r in fresh.items()},
+            ttl_s=settings.cache_ttl_s,
+        )
+    except SidecarError as exc:
+        log.warning("could not cache %d results: %s", len(fresh), exc)
 
 
 async def _announce(texts: list[str], results: list[SentimentResult]) -> None:

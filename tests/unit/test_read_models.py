@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 from apps.gateway.stats import TextStats, apply_event
 from consort.contracts.common import ModelInfo
 from consort.contracts.events import TextsAnalyzed, dead_letter
 from consort.contracts.sentiment import SentimentLabel
-from consort.events import Subscription, Tracked, _apply, _settle
+from consort.dapr import EtagMismatch, StateItem
+from consort.events import Bulk, Subscription, Tracked, _settle, apply_many, deliveries
 
 
 def event(label: SentimentLabel, cached: bool = False) -> TextsAnalyzed:
@@ -40,25 +43,100 @@ def test_apply_event_leaves_its_input_alone() -> None:
     assert before.total == 0
 
 
-def test_an_applied_event_is_in_flight_until_settled() -> None:
-    tracked = _apply(
-        None, "e1", TextStats, lambda s: apply_event(s or TextStats(), event("neutral"))
+class StateDouble:
+    """In-memory state with the etag and first-write rules of Dapr's Redis store, standing
+    in for the sidecar's state API so the bookkeeping's crash paths can be exercised."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, tuple[Any, int]] = {}
+
+    async def get_state(self, store: str, key: str) -> StateItem | None:
+        if key not in self.data:
+            return None
+        value, version = self.data[key]
+        return StateItem(key, value, str(version))
+
+    async def get_bulk_state(self, store: str, keys: list[str]) -> list[StateItem]:
+        return [StateItem(k, self.data[k][0], str(self.data[k][1])) for k in keys if k in self.data]
+
+    async def save_state(
+        self,
+        store: str,
+        key: str,
+        value: Any,
+        *,
+        etag: str | None = None,
+        options: dict[str, str] | None = None,
+        metadata: Any = None,
+    ) -> None:
+        current = self.data.get(key)
+        if etag is not None and (current is None or str(current[1]) != etag):
+            raise EtagMismatch("stale etag", status=409)
+        if options and options.get("concurrency") == "first-write" and etag is None and current:
+            raise EtagMismatch("failed to set key", status=500)
+        self.data[key] = (value, (current[1] if current else 0) + 1)
+
+    async def save_states(
+        self, store: str, values: dict[str, Any], *, ttl_s: int | None = None
+    ) -> None:
+        for key, value in values.items():
+            current = self.data.get(key)
+            self.data[key] = (value, (current[1] if current else 0) + 1)
+
+
+def count(ids: list[str]) -> Any:
+    return lambda stats, new: TextStats(total=(stats.total if stats else 0) + len(new))
+
+
+def run_apply(state: StateDouble, ids: list[str]) -> tuple[TextStats | None, set[str]]:
+    return asyncio.run(
+        apply_many(state, "s", event_ids=ids, key="k", model=TextStats, update=count(ids))  # type: ignore[arg-type]
     )
-    assert tracked.in_flight == ["e1"]
-    assert TextStats.model_validate(tracked.value).total == 1
-    settled = _settle(tracked, "e1")
-    assert settled is not None and settled.in_flight == []
-    assert _settle(settled, "e1") is None  # nothing left to write
 
 
-def test_in_flight_ids_of_other_events_survive() -> None:
+def test_each_event_id_counts_once_across_and_within_deliveries() -> None:
+    state = StateDouble()
+    value, applied = run_apply(state, ["a", "b", "a"])
+    assert value is not None and value.total == 2 and applied == {"a", "b"}
+    value, applied = run_apply(state, ["b", "c"])
+    assert value is not None and value.total == 3 and applied == {"c"}
+    assert Tracked.model_validate(state.data["k"][0]).in_flight == []
+    assert {"applied:a", "applied:b", "applied:c"} <= set(state.data)
+
+
+def test_a_delivery_that_crashed_after_applying_is_finished_not_repeated() -> None:
+    state = StateDouble()
+    # The first delivery applied "a" and died before writing its marker.
+    state.data["k"] = (
+        Tracked(value=TextStats(total=1).model_dump(), in_flight=["a"]).model_dump(),
+        1,
+    )
+    value, applied = run_apply(state, ["a"])
+    assert applied == set()
+    assert value is not None and value.total == 1
+    assert "applied:a" in state.data
+    assert Tracked.model_validate(state.data["k"][0]).in_flight == []
+
+
+def test_settling_keeps_other_events_in_flight() -> None:
     tracked = Tracked(value=TextStats().model_dump(), in_flight=["a", "b"])
-    settled = _settle(tracked, "a")
+    settled = _settle(tracked, {"a"})
     assert settled is not None and settled.in_flight == ["b"]
+    assert _settle(settled, {"a"}) is None  # nothing left to write
+
+
+def test_deliveries_read_bulk_and_single_envelopes() -> None:
+    bulk = {
+        "entries": [{"entryId": "1", "event": {"id": "x"}}, {"entryId": "2", "event": {"id": "y"}}]
+    }
+    assert deliveries(bulk) == [("1", {"id": "x"}), ("2", {"id": "y"})]
+    assert deliveries({"id": "z"}) == [(None, {"id": "z"})]
 
 
 def test_subscriptions_declare_their_dead_letter_topic() -> None:
     spec = Subscription("pubsub", "texts.analyzed", "/events/x").as_dapr()
+    bulk = Subscription("pubsub", "t", "/r", bulk=Bulk(50, 10)).as_dapr()["bulkSubscribe"]
+    assert bulk == {"enabled": True, "maxMessagesCount": 50, "maxAwaitDurationMs": 10}
     assert spec == {
         "pubsubname": "pubsub",
         "topic": "texts.analyzed",
