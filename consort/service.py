@@ -2,16 +2,19 @@
 
 `create_app` gives a FastAPI app with JSON logs carrying the trace id, problem+json errors,
 a body size limit, `/healthz` (alive), `/readyz` (model loaded and sidecar reachable) and
-`/info` (what the app is and serves). The app's own lifespan stays in charge of its models.
+`/info` (what the app is and serves). Models load in the background (`ServiceKit.load_model`)
+so the app and its sidecar start while they load.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -24,6 +27,7 @@ from consort.contracts.events import TOPICS
 from consort.dapr import Sidecar, SidecarError
 from consort.errors import (
     BodyLimitMiddleware,
+    ProblemError,
     install_problem_handlers,
     problem_response,
     unexpected_error_response,
@@ -43,6 +47,54 @@ ReadinessCheck = Callable[[], Awaitable[str | None]]
 log = logging.getLogger(__name__)
 
 
+T = TypeVar("T")
+
+
+class ModelSlot(Generic[T]):
+    """A model that loads in the background; `get` it in a request handler."""
+
+    def __init__(self, name: str, loader: Callable[[], T]) -> None:
+        self.name = name
+        self._loader = loader
+        self._model: T | None = None
+        self._error: str | None = None
+
+    async def load(self) -> None:
+        started = time.perf_counter()
+        try:
+            self._model = await asyncio.to_thread(self._loader)
+        except Exception as exc:  # reported by /readyz and every request, not a crash loop
+            log.exception("model %s failed to load", self.name)
+            self._error = f"{type(exc).__name__}: {exc}"
+            return
+        log.info("model %s loaded in %.2f s", self.name, time.perf_counter() - started)
+
+    async def readiness(self) -> str | None:
+        if self._model is not None:
+            return None
+        if self._error is not None:
+            return f"model {self.name} failed to load: {self._error}"
+        return f"model {self.name} is loading"
+
+    @property
+    def loaded(self) -> T | None:
+        return self._model
+
+    def get(self) -> T:
+        """The model, or a 503 problem while it loads (or after it failed to)."""
+        if self._model is None:
+            raise ProblemError(
+                503,
+                "Model not ready",
+                f"model {self.name} failed to load: {self._error}"
+                if self._error
+                else f"model {self.name} is still loading; retry shortly",
+                slug="model-not-ready",
+                headers={"Retry-After": "1"},
+            )
+        return self._model
+
+
 class ServiceKit:
     """What the bootstrap gives an app: settings, its sidecar client and readiness checks."""
 
@@ -52,7 +104,7 @@ class ServiceKit:
         self.sidecar_settings = SidecarSettings()
         self._sidecar: Sidecar | None = None
         self._checks: dict[str, ReadinessCheck] = {"sidecar": self._sidecar_ready}
-        self.models: list[ModelInfo] = []
+        self._slots: list[ModelSlot[Any]] = []
         self.metrics = Metrics(settings.app_id)
         self.metrics.info.labels(settings.app_id, version).set(1)
 
@@ -61,6 +113,18 @@ class ServiceKit:
         if self._sidecar is None:
             raise RuntimeError("the sidecar client exists only while the app runs")
         return self._sidecar
+
+    def load_model(self, name: str, loader: Callable[[], T]) -> ModelSlot[T]:
+        """Load a model in a worker thread once the app starts, without blocking start-up.
+
+        The app serves `/healthz` at once; `/readyz` says the model is loading (or why it
+        failed) until it is in place, and `ModelSlot.get` answers 503 until then. Daprd's
+        app health check uses `/healthz`, so the sidecar starts beside a loading model.
+        """
+        slot: ModelSlot[T] = ModelSlot(name, loader)
+        self._slots.append(slot)
+        self.add_readiness_check(name, slot.readiness)
+        return slot
 
     def add_readiness_check(self, name: str, check: ReadinessCheck) -> None:
         """Make `/readyz` wait for `check` as well."""
@@ -73,6 +137,12 @@ class ServiceKit:
 
     async def readiness(self) -> dict[str, str | None]:
         return {name: await check() for name, check in self._checks.items()}
+
+    @property
+    def models(self) -> list[ModelInfo]:
+        """The name and version of every model loaded so far."""
+        found = (getattr(slot.loaded, "model", None) for slot in self._slots)
+        return [m for m in found if isinstance(m, ModelInfo)]
 
     def summary(self) -> dict[str, Any]:
         return {"version": self.version, "models": [m.model_dump() for m in self.models]}
@@ -119,9 +189,12 @@ class ServiceKit:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         self._sidecar = Sidecar(self.sidecar_settings, self.settings.sidecar_timeout_s)
+        loading = [asyncio.create_task(slot.load()) for slot in self._slots]
         try:
             yield
         finally:
+            for task in loading:
+                task.cancel()
             await self._sidecar.aclose()
             self._sidecar = None
 
@@ -192,7 +265,7 @@ def create_app(
         kit: the service's settings, sidecar client and readiness checks.
         title: the OpenAPI title.
         description: the OpenAPI description (Markdown).
-        lifespan: the app's own start-up and shut-down (load models here).
+        lifespan: the app's own start-up and shut-down (models: `ServiceKit.load_model`).
         **fastapi_kwargs: passed to FastAPI.
     """
     configure_logging(kit.settings.app_id, kit.settings.log_level)

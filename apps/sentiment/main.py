@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-
-from fastapi import FastAPI
 
 from apps.sentiment.analyzer import SentimentAnalyzer, text_sha256
 from apps.sentiment.settings import SentimentSettings
@@ -31,40 +27,24 @@ log = logging.getLogger("sentiment")
 tracer = get_tracer("sentiment")
 settings = SentimentSettings()
 kit = ServiceKit(settings, version="1.0.0")
-analyzer: SentimentAnalyzer | None = None
+analyzer_slot = kit.load_model("vader", SentimentAnalyzer)
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    global analyzer
-    analyzer = SentimentAnalyzer()
-    kit.models = [analyzer.model]
-    yield
-
-
-async def _model_ready() -> str | None:
-    return None if analyzer is not None else "the VADER lexicon is loading"
-
-
-kit.add_readiness_check("model", _model_ready)
 app = create_app(
     kit,
     title="Consort sentiment",
     description="Sentence and document sentiment (VADER). Reached through Dapr invocation.",
-    lifespan=lifespan,
 )
 
 
-def _cache_key(sha: str) -> str:
-    assert analyzer is not None
-    return f"sentiment:{analyzer.model.version}:{sha}"
+def _cache_key(version: str, sha: str) -> str:
+    return f"sentiment:{version}:{sha}"
 
 
 async def _score(texts: list[str]) -> list[SentimentResult]:
     """Results for `texts`, from the cache where present, computed and cached otherwise."""
-    assert analyzer is not None
-    shas = [text_sha256(t) for t in texts]
-    keys = [_cache_key(s) for s in shas]
+    analyzer = analyzer_slot.get()
+    keys = [_cache_key(analyzer.model.version, text_sha256(t)) for t in texts]
     cached: dict[str, SentimentResult] = {}
     try:
         for item in await kit.sidecar.get_bulk_state(settings.statestore_name, sorted(set(keys))):
@@ -148,5 +128,5 @@ async def score_text(request: SentimentRequest) -> SentimentResult:
 @app.post("/v1/sentiment/batch", response_model=SentimentBatchResult, tags=["sentiment"])
 async def score_batch(request: SentimentBatchRequest) -> SentimentBatchResult:
     """Sentiment of several texts, in the order given."""
-    assert analyzer is not None
-    return SentimentBatchResult(results=await _score(request.texts), model=analyzer.model)
+    results = await _score(request.texts)
+    return SentimentBatchResult(results=results, model=analyzer_slot.get().model)

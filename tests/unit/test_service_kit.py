@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
+from consort.contracts.common import ModelInfo
 from consort.contracts.sentiment import SentimentBatchRequest, SentimentRequest
 from consort.errors import field_problems
 from consort.service import ServiceKit, create_app
@@ -18,12 +21,6 @@ def client() -> Iterator[TestClient]:
     # Nothing listens on this sidecar port: readiness must say so.
     kit = ServiceKit(ServiceSettings(app_id="kit-test", max_body_bytes=2_000), version="9.9.9")
     kit.sidecar_settings.http_port = 1
-    ready = {"model": False}
-
-    async def model_loaded() -> str | None:
-        return None if ready["model"] else "model is loading"
-
-    kit.add_readiness_check("model", model_loaded)
     app = create_app(kit, title="kit test", description="")
 
     @app.post("/echo")
@@ -50,8 +47,53 @@ def test_readyz_says_what_is_missing(client: TestClient) -> None:
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.headers["content-type"] == "application/problem+json"
-    assert "model is loading" in response.json()["detail"]
     assert "sidecar" in response.json()["detail"]
+
+
+class Model:
+    model = ModelInfo(name="slow", version="1")
+
+
+def test_a_model_loads_in_the_background_behind_readiness() -> None:
+    gate = threading.Event()
+    kit = ServiceKit(ServiceSettings(app_id="loading"), version="1")
+    kit.sidecar_settings.http_port = 1
+    slot = kit.load_model("slow", lambda: (gate.wait(10), Model())[1])
+    app = create_app(kit, title="t", description="")
+
+    @app.get("/predict")
+    async def predict() -> dict[str, str]:
+        return {"model": slot.get().model.name}
+
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200  # alive while loading
+        assert "model slow is loading" in client.get("/readyz").json()["detail"]
+        early = client.get("/predict")
+        assert early.status_code == 503
+        assert early.headers["retry-after"] == "1"
+        assert client.get("/info").json()["models"] == []
+        gate.set()
+        deadline = time.monotonic() + 10
+        while "loading" in client.get("/readyz").json()["detail"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert client.get("/predict").json() == {"model": "slow"}
+        assert client.get("/info").json()["models"] == [{"name": "slow", "version": "1"}]
+
+
+def test_a_model_that_fails_to_load_says_why() -> None:
+    def broken() -> Model:
+        raise FileNotFoundError("weights.onnx")
+
+    kit = ServiceKit(ServiceSettings(app_id="broken"), version="1")
+    kit.sidecar_settings.http_port = 1
+    kit.load_model("broken", broken)
+    with TestClient(create_app(kit, title="t", description="")) as client:
+        deadline = time.monotonic() + 10
+        while "failed to load" not in client.get("/readyz").json()["detail"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert "weights.onnx" in client.get("/readyz").json()["detail"]
 
 
 def test_info_describes_the_app_even_without_its_sidecar(client: TestClient) -> None:
