@@ -9,7 +9,7 @@ PYTEST := $(PY) -m pytest
         test-integration test-e2e lint format contracts contracts-check bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 setup: setup-runtime setup-redis setup-zipkin setup-python ## build/install what is missing (idempotent, cached)
 
