@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
 .PHONY: help setup setup-runtime setup-redis setup-zipkin setup-python run stop test test-unit \
-        test-integration test-e2e lint format contracts contracts-check bench clean
+        test-integration test-e2e lint format contracts contracts-check bench eval clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -61,6 +61,11 @@ test-e2e: setup ## end-to-end tests only (the whole system as `make run` starts 
 
 bench: setup ## benchmarks; results as JSON under bench/results/
 	@$(PY) -m bench.sentiment_hops
+	@$(PY) -m bench.language
+
+eval: setup ## sentiment quality against the VADER paper's Table 4; results under bench/results/
+	@bash runtime/eval-data.sh
+	@$(PY) -m bench.eval_sentiment
 
 clean: ## remove the run folder and the virtualenv (the runtime cache stays)
 	rm -rf .run $(VENV)

@@ -15,9 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
-from consort.processes import Proc, Supervisor, free_port, http_ok, port_open, wait_until
+from consort.processes import (
+    Proc,
+    StartupError,
+    Supervisor,
+    free_port,
+    http_ok,
+    port_open,
+    wait_until,
+)
 from consort.runtime import REPO, Runtime, RuntimeMissing
 
 
@@ -432,12 +441,19 @@ class LocalSystem:
             deadline_s,
             [app, sidecar],
         )
-        wait_until(
-            f"{app_id} readiness",
-            http_ok(f"http://127.0.0.1:{spec.app_port}/readyz", expect=(200,)),
-            deadline_s,
-            [app, sidecar],
-        )
+        url = f"http://127.0.0.1:{spec.app_port}/readyz"
+
+        def ready() -> bool:
+            try:
+                response = httpx.get(url, timeout=1.0)
+            except httpx.HTTPError:
+                return False
+            if response.status_code == 503 and "failed to load" in response.text:
+                # Waiting longer will not help: say why now.
+                raise StartupError(f"{app_id}: {response.json().get('detail')}")
+            return response.status_code == 200
+
+        wait_until(f"{app_id} readiness", ready, deadline_s, [app, sidecar])
 
     def stop_app(self, app_id: str, *, kill: bool = False, sidecar_only: bool = False) -> None:
         """Stop (or SIGKILL) one app and its sidecar, as an operator or a crash would."""

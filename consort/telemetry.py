@@ -91,6 +91,11 @@ class Metrics:
             "Requests being served right now (the app's queue depth).",
             registry=self.registry,
         )
+        self.queue_depth = Gauge(
+            "consort_model_queue_depth",
+            "Inputs waiting for the model (e.g. for a micro-batch).",
+            registry=self.registry,
+        )
         self.inference = Histogram(
             "consort_model_inference_seconds",
             "Time a model spent on one call, by model.",

@@ -40,7 +40,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 @pytest.fixture(scope="session")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
-    """gateway and sentiment, each with its sidecar, on Redis, placement and scheduler."""
+    """gateway, sentiment and nlp, each with its sidecar, on Redis, placement, scheduler
+    and Zipkin."""
     local = LocalSystem(
         RunFile.load().with_free_ports(),
         tmp_path_factory.mktemp("run"),
@@ -48,7 +49,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
     )
     _systems.append(local)
     try:
-        local.start(["sentiment", "gateway"])
+        local.start(["sentiment", "nlp", "gateway"])
         yield local
     finally:
         local.stop()

@@ -8,24 +8,48 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from datetime import UTC, datetime
 from functools import reduce
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from apps.gateway.settings import GatewaySettings
 from apps.gateway.stats import TextStats, apply_event
+from consort.contracts.analysis import TextAnalysis, aspect_sentiments
 from consort.contracts.catalog import Catalog, CatalogEntry, ServiceInfo
 from consort.contracts.common import Problem
-from consort.contracts.events import PUBSUB, TEXTS_ANALYZED, TextsAnalyzed, dead_letter
+from consort.contracts.events import (
+    PUBSUB,
+    REVIEWS_ENTITIES_EXTRACTED,
+    REVIEWS_SENTIMENT_SCORED,
+    REVIEWS_SUBMITTED,
+    TEXTS_ANALYZED,
+    TOPICS,
+    TextsAnalyzed,
+    dead_letter,
+    topic,
+)
+from consort.contracts.nlp import NlpRequest, NlpResult
+from consort.contracts.reviews import (
+    ReviewAnalysis,
+    ReviewEntitiesExtracted,
+    ReviewsAccepted,
+    ReviewSentimentScored,
+    ReviewsSubmission,
+    ReviewStatus,
+    ReviewSubmitted,
+)
 from consort.contracts.sentiment import (
+    MAX_TEXT_CHARS,
     SentimentBatchRequest,
     SentimentBatchResult,
     SentimentRequest,
     SentimentResult,
+    Text,
 )
 from consort.dapr import EtagMismatch, Sidecar, SidecarError, TargetUnavailable
 from consort.errors import PROBLEM_JSON, ProblemError
@@ -146,6 +170,46 @@ async def text_sentiment_batch(request: SentimentBatchRequest, sc: SidecarDep) -
     return await call_service(sc, settings.sentiment_app_id, "v1/sentiment/batch", request)
 
 
+class AnalyzeRequest(BaseModel):
+    """One text for every language service."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: Text = Field(description=f"The text, 1 to {MAX_TEXT_CHARS} characters.")
+    tokens: bool = Field(default=False, description="Also return every token (lemma, POS).")
+
+
+@v1.post("/text/nlp", response_model=NlpResult, tags=["text"])
+async def text_nlp(request: AnalyzeRequest, sc: SidecarDep) -> Any:
+    """Sentences, entities, noun chunks and keyphrases of one text (tokens on request)."""
+    return await call_service(
+        sc, settings.nlp_app_id, "v1/nlp", NlpRequest(text=request.text, tokens=request.tokens)
+    )
+
+
+@v1.post("/text/analyze", response_model=TextAnalysis, tags=["text"])
+async def text_analyze(request: AnalyzeRequest, sc: SidecarDep) -> TextAnalysis:
+    """Entities, noun chunks, keyphrases, sentiment and aspect sentiment of one text.
+
+    nlp and sentiment are called in parallel, so this takes about as long as the slower.
+    """
+    nlp, sentiment = await asyncio.gather(
+        call_service(
+            sc, settings.nlp_app_id, "v1/nlp", NlpRequest(text=request.text, tokens=request.tokens)
+        ),
+        call_service(
+            sc, settings.sentiment_app_id, "v1/sentiment", SentimentRequest(text=request.text)
+        ),
+    )
+    nlp_result = NlpResult.model_validate(nlp)
+    sentiment_result = SentimentResult.model_validate(sentiment)
+    return TextAnalysis(
+        nlp=nlp_result,
+        sentiment=sentiment_result,
+        aspects=aspect_sentiments(nlp_result, sentiment_result),
+    )
+
+
 @v1.get("/text/stats", response_model=TextStats, tags=["text"])
 async def text_stats(sc: SidecarDep) -> TextStats:
     """How many texts were analyzed, by label and model (fed by `texts.analyzed` events)."""
@@ -200,6 +264,85 @@ async def catalog(sc: SidecarDep) -> Catalog:
     return Catalog(services=list(await asyncio.gather(*map(entry, settings.catalog_apps))))
 
 
+REVIEW_KEY = "review:{id}"
+REVIEW_TTL_S = 30 * 24 * 3600
+
+
+@v1.post(
+    "/reviews",
+    status_code=202,
+    response_model=ReviewsAccepted,
+    tags=["reviews"],
+    responses={202: {"description": "Accepted: poll `GET /v1/reviews/{id}` for each id."}},
+)
+async def submit_reviews(submission: ReviewsSubmission, sc: SidecarDep) -> ReviewsAccepted:
+    """Accept up to 100 reviews for analysis by nlp and sentiment, over events.
+
+    Answers at once with the review ids. A review submitted again with the same `id` is
+    not analyzed twice.
+    """
+    now = datetime.now(UTC)
+    reviews = {r.id or uuid.uuid4().hex: r for r in submission.reviews}
+    keys = {REVIEW_KEY.format(id=i): i for i in reviews}
+    known = {
+        keys[item.key] for item in await sc.get_bulk_state(settings.statestore_name, list(keys))
+    }
+    fresh = {i: r for i, r in reviews.items() if i not in known}
+    if fresh:
+        await sc.save_states(
+            settings.statestore_name,
+            {
+                REVIEW_KEY.format(id=i): ReviewAnalysis(
+                    id=i, status=ReviewStatus.PENDING, product=r.product, submitted_at=now
+                ).model_dump(mode="json")
+                for i, r in fresh.items()
+            },
+            ttl_s=REVIEW_TTL_S,
+        )
+        submitted = topic(REVIEWS_SUBMITTED)
+        outcomes = await asyncio.gather(
+            *(
+                sc.publish(
+                    settings.pubsub_name,
+                    REVIEWS_SUBMITTED,
+                    ReviewSubmitted(
+                        review_id=i, text=r.text, product=r.product, submitted_at=now
+                    ).model_dump(mode="json"),
+                    event_id=f"{i}:submitted",
+                    source=settings.app_id,
+                    event_type=submitted.event_type,
+                )
+                for i, r in fresh.items()
+            ),
+            return_exceptions=True,
+        )
+        failed = [i for i, o in zip(fresh, outcomes, strict=True) if isinstance(o, BaseException)]
+        if failed:
+            raise ProblemError(
+                503,
+                "Reviews not queued",
+                f"{len(failed)} of {len(fresh)} reviews could not be queued; submit them again "
+                f"with these ids (resubmission is idempotent): {', '.join(failed)}",
+                slug="reviews-not-queued",
+                headers={"Retry-After": "2"},
+            )
+    return ReviewsAccepted(ids=list(reviews))
+
+
+@v1.get(
+    "/reviews/{review_id}",
+    response_model=ReviewAnalysis,
+    tags=["reviews"],
+    responses={404: {"model": Problem, "description": "No review with this id."}},
+)
+async def get_review(review_id: str, sc: SidecarDep) -> ReviewAnalysis:
+    """A review's analysis: `pending` until nlp and sentiment both reported, then `complete`."""
+    item = await sc.get_state(settings.statestore_name, REVIEW_KEY.format(id=review_id))
+    if item is None:
+        raise ProblemError(404, "Review not found", f"No review has the id {review_id!r}.")
+    return ReviewAnalysis.model_validate(item.value)
+
+
 app.include_router(v1)
 
 # -- events ------------------------------------------------------------------------------
@@ -208,8 +351,12 @@ declare_subscriptions(
     [
         # In bulk: one compare-and-set of the stats per batch, not one per event.
         Subscription(PUBSUB, TEXTS_ANALYZED, "/events/texts-analyzed", bulk=Bulk()),
-        Subscription(
-            PUBSUB, dead_letter(TEXTS_ANALYZED), "/events/dead-letters", with_dead_letter=False
+        Subscription(PUBSUB, REVIEWS_ENTITIES_EXTRACTED, "/events/review-results", bulk=Bulk()),
+        Subscription(PUBSUB, REVIEWS_SENTIMENT_SCORED, "/events/review-results", bulk=Bulk()),
+        # Operators list every topic's dead letters through /v1/ops/dead-letters/{topic}.
+        *(
+            Subscription(PUBSUB, dead_letter(t), "/events/dead-letters", with_dead_letter=False)
+            for t in sorted({t.name for t in TOPICS})
         ),
     ],
 )
@@ -258,6 +405,76 @@ async def on_texts_analyzed(body: Annotated[dict[str, Any], Body()]) -> JSONResp
                     log.info("%s already applied", event_id.removeprefix(f"{TEXTS_ANALYZED}:"))
             statuses.update(dict.fromkeys(entries, outcome))
     return delivery_response(statuses)
+
+
+@app.post("/events/review-results", include_in_schema=False)
+async def on_review_results(body: Annotated[dict[str, Any], Body()]) -> JSONResponse:
+    """Join nlp's and sentiment's results per review id into one stored analysis."""
+
+    async def handle(raw: Any) -> Delivery:
+        try:
+            event = CloudEvent.model_validate(raw)
+            result: ReviewEntitiesExtracted | ReviewSentimentScored
+            if event.topic == REVIEWS_ENTITIES_EXTRACTED:
+                result = ReviewEntitiesExtracted.model_validate(event.data)
+            else:
+                result = ReviewSentimentScored.model_validate(event.data)
+        except ValidationError as exc:
+            log.error("poison review result, dropped to dead letter: %s", exc)
+            return Delivery.DROP
+        try:
+            await join_review(result)
+        except (EtagMismatch, SidecarError) as exc:
+            log.warning("review %s not joined yet, will be redelivered: %s", result.review_id, exc)
+            return Delivery.RETRY
+        return Delivery.SUCCESS
+
+    entries = deliveries(body)
+    outcomes = await asyncio.gather(*(handle(raw) for _, raw in entries))
+    return delivery_response({e: o for (e, _), o in zip(entries, outcomes, strict=True)})
+
+
+async def join_review(result: ReviewEntitiesExtracted | ReviewSentimentScored) -> None:
+    """Add one service's result to its review; complete it when both are in. Idempotent:
+    a result already present is left as it is, and a review completes once."""
+    key = REVIEW_KEY.format(id=result.review_id)
+    for _ in range(50):
+        item = await kit.sidecar.get_state(settings.statestore_name, key)
+        review = (
+            ReviewAnalysis.model_validate(item.value)
+            if item
+            else ReviewAnalysis(  # a review published by another producer than the gateway
+                id=result.review_id, status=ReviewStatus.PENDING, submitted_at=datetime.now(UTC)
+            )
+        )
+        if isinstance(result, ReviewEntitiesExtracted):
+            if review.entities is not None:
+                return
+            review.entities = result.nlp
+        else:
+            if review.sentiment is not None:
+                return
+            review.sentiment = result.sentiment
+        completes = review.entities is not None and review.sentiment is not None
+        if completes and review.entities and review.sentiment:
+            review.status = ReviewStatus.COMPLETE
+            review.completed_at = datetime.now(UTC)
+            review.aspects = aspect_sentiments(review.entities, review.sentiment)
+        try:
+            await kit.sidecar.save_state(
+                settings.statestore_name,
+                key,
+                review.model_dump(mode="json"),
+                etag=item.etag if item else None,
+                options=None if item else {"concurrency": "first-write"},
+                metadata={"ttlInSeconds": str(REVIEW_TTL_S)},
+            )
+        except EtagMismatch:
+            continue
+        if completes:
+            log.info("review %s complete", review.id)
+        return
+    raise EtagMismatch(f"gave up joining review {result.review_id}")
 
 
 @app.post("/events/dead-letters", include_in_schema=False)

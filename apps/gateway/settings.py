@@ -13,6 +13,7 @@ class GatewaySettings(ServiceSettings):
     sentiment_app_id: str = Field(
         default="sentiment", description="App id of the sentiment service."
     )
+    nlp_app_id: str = Field(default="nlp", description="App id of the nlp service.")
     invoke_timeout_s: float = Field(
         default=4.0,
         description=(
@@ -21,7 +22,7 @@ class GatewaySettings(ServiceSettings):
         ),
     )
     catalog_apps: list[str] = Field(
-        default=["gateway", "sentiment"],
+        default=["gateway", "nlp", "sentiment"],
         description="App ids the catalog asks for their description (JSON list in the env).",
     )
     catalog_timeout_s: float = Field(default=2.0, description="How long the catalog waits per app.")

@@ -15,6 +15,7 @@ from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from consort.contracts.common import ModelInfo
 from consort.contracts.sentiment import (
+    ClauseSentiment,
     PolarityScores,
     SentenceSentiment,
     SentimentLabel,
@@ -51,6 +52,25 @@ class Span:
 
     start: int
     end: int
+
+
+# Where one clause ends and a contrasting one begins: VADER itself treats "but" as a
+# pivot, and reviews set aspects against each other with these words.
+_CONTRAST = re.compile(
+    r"(?:,\s*|\s+)(?=(?:but|although|though|yet|whereas|while)\b)|;\s*", re.IGNORECASE
+)
+
+
+def split_clauses(text: str, sentence: Span) -> list[Span]:
+    """Clause spans of one sentence of `text`, split before contrastive markers."""
+    pieces: list[Span] = []
+    start = sentence.start
+    body = text[sentence.start : sentence.end]
+    for match in _CONTRAST.finditer(body):
+        pieces.append(Span(start, sentence.start + match.start()))
+        start = sentence.start + match.end()
+    pieces.append(Span(start, sentence.end))
+    return [p for p in pieces if text[p.start : p.end].strip()]
 
 
 def split_sentences(text: str) -> list[Span]:
@@ -98,11 +118,30 @@ class SentimentAnalyzer:
                     label=label_of(compound),
                 )
             )
+        clauses = []
+        for sentence in sentences:
+            spans = split_clauses(text, Span(sentence.start, sentence.end))
+            if len(spans) == 1:
+                clauses.append(ClauseSentiment(**sentence.model_dump()))
+                continue
+            for span in spans:
+                piece = text[span.start : span.end]
+                compound = self._vader.polarity_scores(piece)["compound"]
+                clauses.append(
+                    ClauseSentiment(
+                        text=piece,
+                        start=span.start,
+                        end=span.end,
+                        compound=compound,
+                        label=label_of(compound),
+                    )
+                )
         return SentimentResult(
             text_sha256=text_sha256(text),
             compound=doc["compound"],
             label=label_of(doc["compound"]),
             scores=PolarityScores(positive=doc["pos"], neutral=doc["neu"], negative=doc["neg"]),
             sentences=sentences,
+            clauses=clauses,
             model=self.model,
         )

@@ -1,7 +1,9 @@
 """The sentiment service: transport only. Scoring lives in `analyzer`.
 
 Results are cached in the state store under `sentiment:<model version>:<sha256 of text>`,
-and every result served is announced as a `texts.analyzed` CloudEvent.
+and every result served through the API is announced as a `texts.analyzed` CloudEvent.
+Reviews arrive as `reviews.submitted` events; their scores leave as
+`reviews.sentiment-scored`.
 """
 
 from __future__ import annotations
@@ -9,10 +11,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Body
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from apps.sentiment.analyzer import SentimentAnalyzer, text_sha256
 from apps.sentiment.settings import SentimentSettings
-from consort.contracts.events import TEXTS_ANALYZED, TextsAnalyzed, topic
+from consort.contracts.events import (
+    PUBSUB,
+    REVIEWS_SENTIMENT_SCORED,
+    REVIEWS_SUBMITTED,
+    TEXTS_ANALYZED,
+    TextsAnalyzed,
+    topic,
+)
+from consort.contracts.reviews import ReviewSentimentScored, ReviewSubmitted
 from consort.contracts.sentiment import (
     SentimentBatchRequest,
     SentimentBatchResult,
@@ -20,6 +35,15 @@ from consort.contracts.sentiment import (
     SentimentResult,
 )
 from consort.dapr import SidecarError
+from consort.events import (
+    Bulk,
+    CloudEvent,
+    Delivery,
+    Subscription,
+    declare_subscriptions,
+    deliveries,
+    delivery_response,
+)
 from consort.service import ServiceKit, create_app
 from consort.telemetry import tracer as get_tracer
 
@@ -41,8 +65,9 @@ def _cache_key(version: str, sha: str) -> str:
     return f"sentiment:{version}:{sha}"
 
 
-async def _score(texts: list[str]) -> list[SentimentResult]:
-    """Results for `texts`, from the cache where present, computed and cached otherwise."""
+async def _score(texts: list[str], *, announce: bool = True) -> list[SentimentResult]:
+    """Results for `texts`, from the cache where present, computed and cached otherwise;
+    each result served is announced as `texts.analyzed` unless `announce` is False."""
     analyzer = analyzer_slot.get()
     keys = [_cache_key(analyzer.model.version, text_sha256(t)) for t in texts]
     cached: dict[str, SentimentResult] = {}
@@ -67,8 +92,12 @@ async def _score(texts: list[str]) -> list[SentimentResult]:
         fresh[k] if k in fresh else cached[k].model_copy(update={"cached": True}) for k in keys
     ]
     # The cache write and the events are independent: one round trip of waiting, not two.
-    await asyncio.gather(_cache(fresh), _announce(texts, results))
+    await asyncio.gather(_cache(fresh), _announce(texts, results) if announce else _nothing())
     return results
+
+
+async def _nothing() -> None:
+    return None
 
 
 async def _cache(fresh: dict[str, SentimentResult]) -> None:
@@ -130,3 +159,52 @@ async def score_batch(request: SentimentBatchRequest) -> SentimentBatchResult:
     """Sentiment of several texts, in the order given."""
     results = await _score(request.texts)
     return SentimentBatchResult(results=results, model=analyzer_slot.get().model)
+
+
+# -- the review pipeline ----------------------------------------------------------------------
+declare_subscriptions(
+    app, [Subscription(PUBSUB, REVIEWS_SUBMITTED, "/events/reviews-submitted", bulk=Bulk())]
+)
+
+
+@app.post("/events/reviews-submitted", include_in_schema=False)
+async def on_reviews_submitted(body: Annotated[dict[str, Any], Body()]) -> JSONResponse:
+    """Score submitted reviews and publish each result as `reviews.sentiment-scored`.
+
+    Idempotent: a redelivered review is scored again (from the cache) and its result
+    published under the same event id, which the join treats as the same event.
+    """
+    statuses: dict[str | None, Delivery] = {}
+    reviews: dict[str | None, ReviewSubmitted] = {}
+    for entry_id, raw in deliveries(body):
+        try:
+            reviews[entry_id] = ReviewSubmitted.model_validate(CloudEvent.model_validate(raw).data)
+        except ValidationError as exc:
+            log.error("poison reviews.submitted event, dropped to dead letter: %s", exc)
+            statuses[entry_id] = Delivery.DROP
+    if reviews:
+        results = await _score([r.text for r in reviews.values()], announce=False)
+        scored = topic(REVIEWS_SENTIMENT_SCORED)
+        outcomes = await asyncio.gather(
+            *(
+                kit.sidecar.publish(
+                    settings.pubsub_name,
+                    REVIEWS_SENTIMENT_SCORED,
+                    ReviewSentimentScored(review_id=r.review_id, sentiment=result).model_dump(
+                        mode="json"
+                    ),
+                    event_id=f"{r.review_id}:sentiment",
+                    source=settings.app_id,
+                    event_type=scored.event_type,
+                )
+                for r, result in zip(reviews.values(), results, strict=True)
+            ),
+            return_exceptions=True,
+        )
+        for entry_id, outcome in zip(reviews, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                log.warning("review result not published, will be redelivered: %s", outcome)
+            statuses[entry_id] = (
+                Delivery.RETRY if isinstance(outcome, BaseException) else Delivery.SUCCESS
+            )
+    return delivery_response(statuses)

@@ -12,10 +12,18 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from consort.contracts.common import ModelInfo
+from consort.contracts.reviews import (
+    ReviewEntitiesExtracted,
+    ReviewSentimentScored,
+    ReviewSubmitted,
+)
 from consort.contracts.sentiment import SentimentLabel
 
 PUBSUB = "pubsub"
 TEXTS_ANALYZED = "texts.analyzed"
+REVIEWS_SUBMITTED = "reviews.submitted"
+REVIEWS_ENTITIES_EXTRACTED = "reviews.entities-extracted"
+REVIEWS_SENTIMENT_SCORED = "reviews.sentiment-scored"
 
 
 def dead_letter(topic: str) -> str:
@@ -66,6 +74,30 @@ TOPICS: tuple[Topic, ...] = (
         publishers=("sentiment",),
         subscribers=("gateway",),
         description="A text was scored for sentiment (its hash, label and score; not the text).",
+    ),
+    Topic(
+        name=REVIEWS_SUBMITTED,
+        payload=ReviewSubmitted,
+        version=1,
+        publishers=("gateway",),
+        subscribers=("nlp", "sentiment"),
+        description="A review was accepted for analysis.",
+    ),
+    Topic(
+        name=REVIEWS_ENTITIES_EXTRACTED,
+        payload=ReviewEntitiesExtracted,
+        version=1,
+        publishers=("nlp",),
+        subscribers=("gateway",),
+        description="The nlp result of one review (sentences, entities, noun chunks, keyphrases).",
+    ),
+    Topic(
+        name=REVIEWS_SENTIMENT_SCORED,
+        payload=ReviewSentimentScored,
+        version=1,
+        publishers=("sentiment",),
+        subscribers=("gateway",),
+        description="The sentiment of one review (document, sentences, clauses).",
     ),
 )
 

@@ -68,6 +68,11 @@ class SentenceSentiment(BaseModel):
     label: SentimentLabel
 
 
+class ClauseSentiment(SentenceSentiment):
+    """The score of one clause: a sentence split before "but", "although", "though",
+    "yet", "whereas", "while" and at ";", so that aspects of one sentence can differ."""
+
+
 class SentimentResult(BaseModel):
     """The sentiment of one text."""
 
@@ -76,6 +81,9 @@ class SentimentResult(BaseModel):
     label: SentimentLabel
     scores: PolarityScores
     sentences: list[SentenceSentiment]
+    clauses: list[ClauseSentiment] = Field(
+        default_factory=list, description="Per clause: what aspect sentiment is read from."
+    )
     model: ModelInfo
     cached: bool = Field(
         default=False, description="True when the result was served from the state store."

@@ -57,6 +57,8 @@ def test_consort_run_serves_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
             "gateway-daprd",
             "sentiment",
             "sentiment-daprd",
+            "nlp",
+            "nlp-daprd",
         }
         response = httpx.post(
             f"{urls['gateway']['app']}/v1/text/sentiment",
@@ -66,6 +68,25 @@ def test_consort_run_serves_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
         assert response.status_code == 200
         assert response.json()["label"] == "positive"
         assert httpx.get(f"{urls['gateway']['app']}/docs").status_code == 200
+        gateway = urls["gateway"]["app"]
+        analysis = httpx.post(
+            f"{gateway}/v1/text/analyze",
+            json={"text": "The battery is awful but the screen is gorgeous."},
+            timeout=10,
+        ).json()
+        aspects = {a["aspect"]: a["label"] for a in analysis["aspects"]}
+        assert aspects == {"battery": "negative", "screen": "positive"}
+        accepted = httpx.post(
+            f"{gateway}/v1/reviews", json={"reviews": [{"text": "Great phone, awful case."}]}
+        )
+        assert accepted.status_code == 202
+        (review_id,) = accepted.json()["ids"]
+        wait_until(
+            "the review's analysis",
+            lambda: httpx.get(f"{gateway}/v1/reviews/{review_id}").json()["status"] == "complete",
+            30,
+            [],
+        )
         output = (tmp_path / "consort-run.log").read_text()
         assert "Consort is running" in output
         assert urls["gateway"]["app"] + "/docs" in output

@@ -116,12 +116,12 @@ def test_catalog_reads_the_running_system(system: LocalSystem) -> None:
     response = httpx.get(f"{system.url('gateway')}/v1/catalog", timeout=10)
     assert response.status_code == 200
     services = {s["app_id"]: s for s in response.json()["services"]}
-    assert set(services) == {"gateway", "sentiment"}
+    assert set(services) == {"gateway", "nlp", "sentiment"}
     assert {s["status"] for s in services.values()} == {"available"}
     sentiment = services["sentiment"]["info"]
     assert sentiment["models"] == [{"name": "vader", "version": "3.3.2"}]
     assert {"method": "POST", "path": "/v1/sentiment"} in sentiment["routes"]
-    assert sentiment["publishes"] == ["texts.analyzed"]
+    assert set(sentiment["publishes"]) == {"texts.analyzed", "reviews.sentiment-scored"}
     assert sentiment["sidecar"]["runtime_version"] == "1.18.3"
     components = {(c["name"], c["type"]) for c in sentiment["sidecar"]["components"]}
     assert {("statestore", "state.redis"), ("pubsub", "pubsub.redis")} <= components
@@ -136,7 +136,7 @@ def test_catalog_reads_the_running_system(system: LocalSystem) -> None:
 
 def test_status_and_trace_commands_read_the_running_system(system: LocalSystem) -> None:
     trace_id, _ = traced_request(system)
-    system.write_endpoints(["gateway", "sentiment"])
+    system.write_endpoints(["gateway", "nlp", "sentiment"])
     env = {**os.environ, "CONSORT_RUN_DIR_ROOT": str(system.run_dir), "COLUMNS": "200"}
 
     def consort(*args: str) -> str:

@@ -406,7 +406,7 @@ def test_additive_changes_pass(scratch: Path) -> None:
 
     edit_json(scratch / "openapi" / "gateway.json", add_to_api)
     edit_json(scratch / V1_EVENT, add_optional_event_field)
-    shutil.copy(scratch / V1_EVENT, scratch / "events" / "reviews.submitted.v1.schema.json")
+    shutil.copy(scratch / V1_EVENT, scratch / "events" / "texts.translated.v1.schema.json")
 
     assert check_compat(scratch) == []
 
