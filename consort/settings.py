@@ -55,6 +55,10 @@ class ServiceSettings(BaseSettings):
         validation_alias=_shared("max_body_bytes"),
         description="Largest request body accepted.",
     )
+    body_limits: dict[str, int] = Field(
+        default_factory=dict,
+        description="Body limits (bytes) for paths under given prefixes, over max_body_bytes.",
+    )
     zipkin_url: str | None = Field(
         default=None,
         validation_alias=_shared("zipkin_url"),

@@ -13,15 +13,16 @@ from datetime import UTC, datetime
 from functools import reduce
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from apps.gateway.settings import GatewaySettings
 from apps.gateway.stats import TextStats, apply_event
 from consort.contracts.analysis import TextAnalysis, aspect_sentiments
 from consort.contracts.catalog import Catalog, CatalogEntry, ServiceInfo
-from consort.contracts.common import Problem
+from consort.contracts.common import FieldProblem, Problem
 from consort.contracts.events import (
     PUBSUB,
     REVIEWS_ENTITIES_EXTRACTED,
@@ -51,7 +52,14 @@ from consort.contracts.sentiment import (
     SentimentResult,
     Text,
 )
-from consort.dapr import EtagMismatch, Sidecar, SidecarError, TargetUnavailable
+from consort.contracts.vision import (
+    IMAGE_MEDIA_TYPES,
+    MAX_IMAGE_BYTES,
+    FaceModel,
+    Feature,
+    ImageAnalysis,
+)
+from consort.dapr import EtagMismatch, Reply, Sidecar, SidecarError, TargetUnavailable
 from consort.errors import PROBLEM_JSON, ProblemError
 from consort.events import (
     AlreadyApplied,
@@ -106,26 +114,35 @@ SidecarDep = Annotated[Sidecar, Depends(sidecar)]
 
 
 async def call_service(sc: Sidecar, app_id: str, method: str, payload: BaseModel) -> Any:
-    """Invoke `method` on `app_id` and return its JSON, mapping failures to problems."""
+    """Invoke `method` on `app_id` with a JSON body and return its JSON."""
+    reply = await forward(sc, app_id, method, json=payload.model_dump(mode="json"))
+    return reply.json()
+
+
+async def forward(
+    sc: Sidecar,
+    app_id: str,
+    method: str,
+    *,
+    timeout_s: float | None = None,
+    **request: Any,
+) -> Reply:
+    """Invoke `method` on `app_id` and return its successful reply, mapping failures to
+    problems: unreachable or too slow is a 503, the service's own 4xx problem passes on."""
+    timeout_s = timeout_s or settings.invoke_timeout_s
     try:
-        response = await sc.invoke(
-            app_id,
-            method,
-            json=payload.model_dump(mode="json"),
-            timeout_s=settings.invoke_timeout_s,
-        )
+        response = await sc.invoke(app_id, method, timeout_s=timeout_s, **request)
     except TargetUnavailable as exc:
         log.warning("%s unavailable: %s", app_id, exc)
         raise ProblemError(
             503,
             "Service unavailable",
-            f"The {app_id} service did not answer within {settings.invoke_timeout_s:g} s; "
-            "try again shortly.",
+            f"The {app_id} service did not answer within {timeout_s:g} s; try again shortly.",
             slug="service-unavailable",
             headers={"Retry-After": "2"},
         ) from exc
     if response.status < 400:
-        return response.json()
+        return response
     if response.status < 500 and response.content_type.startswith(PROBLEM_JSON):
         # The service's own problem (its limits are the contract's): pass it on unchanged.
         raise _Passthrough(response.status, response.json())
@@ -262,6 +279,150 @@ async def catalog(sc: SidecarDep) -> Catalog:
         )
 
     return Catalog(services=list(await asyncio.gather(*map(entry, settings.catalog_apps))))
+
+
+IMAGE_BODY = {
+    "required": True,
+    "content": {
+        **{
+            media: {"schema": {"type": "string", "format": "binary"}} for media in IMAGE_MEDIA_TYPES
+        },
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["image"],
+                "properties": {"image": {"type": "string", "format": "binary"}},
+            }
+        },
+    },
+}
+
+
+async def read_image(request: Request) -> tuple[bytes, str]:
+    """The uploaded image and its media type: the raw body (Content-Type: image/...), or
+    the `image` field of a multipart form."""
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=5)
+        upload = form.get("image")
+        if not isinstance(upload, StarletteUploadFile):
+            raise ProblemError(
+                422,
+                "Invalid request",
+                "The multipart form has no file field `image`.",
+                slug="validation-error",
+                errors=[FieldProblem(field="body.image", message="is required")],
+            )
+        data = await upload.read()
+        content_type = (upload.content_type or "").lower()
+    elif content_type in IMAGE_MEDIA_TYPES:
+        data = await request.body()
+    else:
+        raise ProblemError(
+            415,
+            "Unsupported media type",
+            "Send the image as the body with Content-Type "
+            f"{', '.join(IMAGE_MEDIA_TYPES)}, or as the multipart field `image`; "
+            f"not {content_type or 'no Content-Type'!r}.",
+            slug="unsupported-media-type",
+        )
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ProblemError(
+            413,
+            "Image too large",
+            f"The image must be at most {MAX_IMAGE_BYTES} bytes; it has {len(data)}.",
+            slug="image-too-large",
+            errors=[
+                FieldProblem(
+                    field="body.image",
+                    message=f"must be at most {MAX_IMAGE_BYTES} bytes",
+                    limit=MAX_IMAGE_BYTES,
+                )
+            ],
+        )
+    return data, content_type
+
+
+def parse_features(features: str) -> list[Feature]:
+    names = [f.strip() for f in features.split(",") if f.strip()]
+    allowed = ", ".join(f.value for f in Feature)
+    unknown = [n for n in names if n not in {f.value for f in Feature}]
+    if unknown or not names:
+        raise ProblemError(
+            422,
+            "Invalid request",
+            f"query.features must list some of: {allowed}"
+            + (f"; unknown: {', '.join(unknown)}" if unknown else ""),
+            slug="validation-error",
+            errors=[FieldProblem(field="query.features", message=f"must list some of: {allowed}")],
+        )
+    return [Feature(n) for n in dict.fromkeys(names)]
+
+
+@v1.post(
+    "/images/analyze",
+    response_model=ImageAnalysis,
+    tags=["images"],
+    openapi_extra={"requestBody": IMAGE_BODY},
+)
+async def analyze_image(
+    request: Request,
+    sc: SidecarDep,
+    features: Annotated[
+        str, Query(description="Comma-separated: faces, text, quality.")
+    ] = "faces,text,quality",
+    face_model: Annotated[FaceModel, Query(description="Face detector.")] = FaceModel.BLAZEFACE,
+) -> Any:
+    """Faces (BlazeFace or Haar), text lines (PP-OCR) and quality of one JPEG, PNG or WebP
+    image of at most 4 MiB and 40 megapixels."""
+    wanted = parse_features(features)
+    data, media_type = await read_image(request)
+    reply = await forward(
+        sc,
+        settings.vision_app_id,
+        "v1/images/analyze",
+        data=data,
+        params={"features": ",".join(wanted), "face_model": face_model.value},
+        headers={"content-type": media_type},
+        timeout_s=settings.vision_timeout_s,
+    )
+    return reply.json()
+
+
+@v1.post(
+    "/images/redact",
+    tags=["images"],
+    openapi_extra={"requestBody": IMAGE_BODY},
+    response_class=Response,
+    responses={
+        200: {
+            "content": {m: {} for m in IMAGE_MEDIA_TYPES},
+            "description": "The image, faces blurred.",
+        }
+    },
+)
+async def redact_image(
+    request: Request,
+    sc: SidecarDep,
+    face_model: Annotated[FaceModel, Query(description="Face detector.")] = FaceModel.BLAZEFACE,
+) -> Response:
+    """The same image with every detected face blurred (privacy redaction), in its format.
+    `x-faces-redacted` says how many faces were blurred."""
+    data, media_type = await read_image(request)
+    reply = await forward(
+        sc,
+        settings.vision_app_id,
+        "v1/images/redact",
+        data=data,
+        params={"face_model": face_model.value},
+        headers={"content-type": media_type},
+        timeout_s=settings.vision_timeout_s,
+    )
+    return Response(
+        reply.body,
+        media_type=reply.content_type,
+        headers={"x-faces-redacted": reply.headers.get("x-faces-redacted", "0")},
+    )
 
 
 REVIEW_KEY = "review:{id}"

@@ -3,6 +3,7 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from consort.contracts.vision import MAX_IMAGE_BYTES
 from consort.settings import ServiceSettings, app_id_field
 
 
@@ -14,6 +15,15 @@ class GatewaySettings(ServiceSettings):
         default="sentiment", description="App id of the sentiment service."
     )
     nlp_app_id: str = Field(default="nlp", description="App id of the nlp service.")
+    vision_app_id: str = Field(default="vision", description="App id of the vision service.")
+    vision_timeout_s: float = Field(
+        default=30.0, description="Longest wait for the vision service (OCR of a large image)."
+    )
+    body_limits: dict[str, int] = Field(
+        # An image of MAX_IMAGE_BYTES, with room for a multipart envelope.
+        default={"/v1/images": MAX_IMAGE_BYTES + 64 * 1024},
+        description="Body limits (bytes) for paths under given prefixes.",
+    )
     invoke_timeout_s: float = Field(
         default=4.0,
         description=(
@@ -22,7 +32,7 @@ class GatewaySettings(ServiceSettings):
         ),
     )
     catalog_apps: list[str] = Field(
-        default=["gateway", "nlp", "sentiment"],
+        default=["gateway", "nlp", "sentiment", "vision"],
         description="App ids the catalog asks for their description (JSON list in the env).",
     )
     catalog_timeout_s: float = Field(default=2.0, description="How long the catalog waits per app.")

@@ -18,12 +18,14 @@ from consort.contracts.reviews import (
     ReviewSubmitted,
 )
 from consort.contracts.sentiment import SentimentLabel
+from consort.contracts.vision import ImagesAnalyzed
 
 PUBSUB = "pubsub"
 TEXTS_ANALYZED = "texts.analyzed"
 REVIEWS_SUBMITTED = "reviews.submitted"
 REVIEWS_ENTITIES_EXTRACTED = "reviews.entities-extracted"
 REVIEWS_SENTIMENT_SCORED = "reviews.sentiment-scored"
+IMAGES_ANALYZED = "images.analyzed"
 
 
 def dead_letter(topic: str) -> str:
@@ -98,6 +100,14 @@ TOPICS: tuple[Topic, ...] = (
         publishers=("sentiment",),
         subscribers=("gateway",),
         description="The sentiment of one review (document, sentences, clauses).",
+    ),
+    Topic(
+        name=IMAGES_ANALYZED,
+        payload=ImagesAnalyzed,
+        version=1,
+        publishers=("vision",),
+        subscribers=(),
+        description="An image was analyzed (its hash, size, what was found; not the image).",
     ),
 )
 

@@ -42,7 +42,12 @@ def test_gateway_answers_503_within_its_deadline(system: LocalSystem, sentiment_
     assert httpx.get(f"{system.url('gateway')}/healthz").status_code == 200
     catalog = httpx.get(f"{system.url('gateway')}/v1/catalog", timeout=10).json()
     status = {s["app_id"]: s["status"] for s in catalog["services"]}
-    assert status == {"gateway": "available", "nlp": "available", "sentiment": "unreachable"}
+    assert status == {
+        "gateway": "available",
+        "nlp": "available",
+        "sentiment": "unreachable",
+        "vision": "available",
+    }
 
 
 def test_service_recovers_after_restart(system: LocalSystem) -> None:

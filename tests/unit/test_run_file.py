@@ -31,7 +31,7 @@ def test_daprd_gets_the_run_files_sidecar_settings(tmp_path: Path) -> None:
     fake = Runtime("1.18.3", Path("daprd"), Path("placement"), Path("scheduler"), Path("redis"))
     system = LocalSystem(RunFile.load(), tmp_path, InfraPorts(), runtime=fake, tracing=False)
     argv = system.daprd_argv(system.run_file.app("sentiment"))
-    assert argv[argv.index("--max-body-size") + 1] == "4Mi"
+    assert argv[argv.index("--max-body-size") + 1] == "5Mi"
     assert argv[argv.index("--app-id") + 1] == "sentiment"
     assert argv[argv.index("--placement-host-address") + 1] == "127.0.0.1:50005"
     assert "--enable-app-health-check" in argv

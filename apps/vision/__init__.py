@@ -1,0 +1,1 @@
+"""The vision service: faces, text in images and image quality."""
