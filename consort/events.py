@@ -7,14 +7,16 @@ redelivery (even one racing the first delivery) changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from consort.contracts.events import dead_letter
 from consort.dapr import EtagMismatch, Sidecar
@@ -107,6 +109,51 @@ def declare_subscriptions(app: FastAPI, subscriptions: list[Subscription]) -> No
     @app.get("/dapr/subscribe", include_in_schema=False)
     async def dapr_subscribe() -> list[dict[str, Any]]:
         return [s.as_dapr() for s in subscriptions]
+
+
+P = TypeVar("P", bound=BaseModel)
+R = TypeVar("R")
+
+
+async def relay(
+    body: dict[str, Any],
+    *,
+    payload: type[P],
+    work: Callable[[list[P]], Awaitable[list[R]]],
+    publish: Callable[[P, R], Awaitable[object]],
+    log: logging.Logger,
+) -> JSONResponse:
+    """Answer a (bulk) delivery by turning each event into a result event.
+
+    Every event's data is validated as `payload` (poison: DROP, so daprd moves it to the
+    dead-letter topic); `work` processes the valid ones together, in order; `publish`
+    sends each one's result. An event whose result could not be published is asked for
+    again (RETRY). Redelivered events are processed again: `publish` should give a result
+    the same event id each time, so its consumers see one event.
+    """
+    statuses: dict[str | None, Delivery] = {}
+    valid: dict[str | None, P] = {}
+    for entry_id, raw in deliveries(body):
+        try:
+            valid[entry_id] = payload.model_validate(CloudEvent.model_validate(raw).data)
+        except ValidationError as exc:
+            log.error("poison %s event, dropped to dead letter: %s", payload.__name__, exc)
+            statuses[entry_id] = Delivery.DROP
+    if valid:
+        results = await work(list(valid.values()))
+        outcomes = await asyncio.gather(
+            *(
+                publish(event, result)
+                for event, result in zip(valid.values(), results, strict=True)
+            ),
+            return_exceptions=True,
+        )
+        for entry_id, outcome in zip(valid, outcomes, strict=True):
+            failed = isinstance(outcome, BaseException)
+            if failed:
+                log.warning("result not published, the event will be redelivered: %s", outcome)
+            statuses[entry_id] = Delivery.RETRY if failed else Delivery.SUCCESS
+    return delivery_response(statuses)
 
 
 class AlreadyApplied(Exception):

@@ -16,7 +16,6 @@ from typing import Annotated, Any
 
 from fastapi import Body, FastAPI
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 
 from apps.nlp.analyzer import NlpAnalyzer
 from apps.nlp.batching import MicroBatcher
@@ -24,15 +23,7 @@ from apps.nlp.settings import NlpSettings
 from consort.contracts.events import PUBSUB, REVIEWS_ENTITIES_EXTRACTED, REVIEWS_SUBMITTED, topic
 from consort.contracts.nlp import NlpBatchRequest, NlpBatchResult, NlpRequest, NlpResult
 from consort.contracts.reviews import ReviewEntitiesExtracted, ReviewSubmitted
-from consort.events import (
-    Bulk,
-    CloudEvent,
-    Delivery,
-    Subscription,
-    declare_subscriptions,
-    deliveries,
-    delivery_response,
-)
+from consort.events import Bulk, Subscription, declare_subscriptions, relay
 from consort.service import ServiceKit, create_app
 from consort.telemetry import tracer as get_tracer
 
@@ -119,37 +110,18 @@ async def on_reviews_submitted(body: Annotated[dict[str, Any], Body()]) -> JSONR
     Idempotent: a redelivered review is analyzed again and its result published under the
     same event id, which the join treats as the same event.
     """
-    statuses: dict[str | None, Delivery] = {}
-    reviews: dict[str | None, ReviewSubmitted] = {}
-    for entry_id, raw in deliveries(body):
-        try:
-            reviews[entry_id] = ReviewSubmitted.model_validate(CloudEvent.model_validate(raw).data)
-        except ValidationError as exc:
-            log.error("poison reviews.submitted event, dropped to dead letter: %s", exc)
-            statuses[entry_id] = Delivery.DROP
-    if reviews:
-        results = await analyze([r.text for r in reviews.values()], tokens=False)
-        extracted = topic(REVIEWS_ENTITIES_EXTRACTED)
-        outcomes = await asyncio.gather(
-            *(
-                kit.sidecar.publish(
-                    settings.pubsub_name,
-                    REVIEWS_ENTITIES_EXTRACTED,
-                    ReviewEntitiesExtracted(review_id=r.review_id, nlp=result).model_dump(
-                        mode="json"
-                    ),
-                    event_id=f"{r.review_id}:entities",
-                    source=settings.app_id,
-                    event_type=extracted.event_type,
-                )
-                for r, result in zip(reviews.values(), results, strict=True)
-            ),
-            return_exceptions=True,
+
+    async def work(reviews: list[ReviewSubmitted]) -> list[NlpResult]:
+        return await analyze([r.text for r in reviews], tokens=False)
+
+    async def publish(review: ReviewSubmitted, result: NlpResult) -> str:
+        return await kit.sidecar.publish(
+            settings.pubsub_name,
+            REVIEWS_ENTITIES_EXTRACTED,
+            ReviewEntitiesExtracted(review_id=review.review_id, nlp=result).model_dump(mode="json"),
+            event_id=f"{review.review_id}:entities",
+            source=settings.app_id,
+            event_type=topic(REVIEWS_ENTITIES_EXTRACTED).event_type,
         )
-        for entry_id, outcome in zip(reviews, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                log.warning("review analysis not published, will be redelivered: %s", outcome)
-            statuses[entry_id] = (
-                Delivery.RETRY if isinstance(outcome, BaseException) else Delivery.SUCCESS
-            )
-    return delivery_response(statuses)
+
+    return await relay(body, payload=ReviewSubmitted, work=work, publish=publish, log=log)

@@ -18,27 +18,14 @@ from consort.contracts.sentiment import (
     ClauseSentiment,
     PolarityScores,
     SentenceSentiment,
-    SentimentLabel,
     SentimentResult,
+    label_of,
 )
-
-#: The paper's thresholds on the compound score.
-POSITIVE_AT = 0.05
-NEGATIVE_AT = -0.05
 
 # A sentence ends at . ! or ? (runs of them, and closing quotes or brackets after them)
 # followed by white space, or at a line break. Good enough for reviews and posts; the nlp
 # service owns linguistic sentence segmentation.
 _SENTENCE_END = re.compile(r"""[.!?]+["')\]]*(?=\s)|\n+""")
-
-
-def label_of(compound: float) -> SentimentLabel:
-    """The class of a compound score at the paper's ±0.05 thresholds."""
-    if compound >= POSITIVE_AT:
-        return SentimentLabel.POSITIVE
-    if compound <= NEGATIVE_AT:
-        return SentimentLabel.NEGATIVE
-    return SentimentLabel.NEUTRAL
 
 
 def text_sha256(text: str) -> str:

@@ -15,7 +15,6 @@ from typing import Annotated, Any
 
 from fastapi import Body
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 
 from apps.sentiment.analyzer import SentimentAnalyzer, text_sha256
 from apps.sentiment.settings import SentimentSettings
@@ -35,15 +34,7 @@ from consort.contracts.sentiment import (
     SentimentResult,
 )
 from consort.dapr import SidecarError
-from consort.events import (
-    Bulk,
-    CloudEvent,
-    Delivery,
-    Subscription,
-    declare_subscriptions,
-    deliveries,
-    delivery_response,
-)
+from consort.events import Bulk, Subscription, declare_subscriptions, relay
 from consort.service import ServiceKit, create_app
 from consort.telemetry import tracer as get_tracer
 
@@ -174,37 +165,20 @@ async def on_reviews_submitted(body: Annotated[dict[str, Any], Body()]) -> JSONR
     Idempotent: a redelivered review is scored again (from the cache) and its result
     published under the same event id, which the join treats as the same event.
     """
-    statuses: dict[str | None, Delivery] = {}
-    reviews: dict[str | None, ReviewSubmitted] = {}
-    for entry_id, raw in deliveries(body):
-        try:
-            reviews[entry_id] = ReviewSubmitted.model_validate(CloudEvent.model_validate(raw).data)
-        except ValidationError as exc:
-            log.error("poison reviews.submitted event, dropped to dead letter: %s", exc)
-            statuses[entry_id] = Delivery.DROP
-    if reviews:
-        results = await _score([r.text for r in reviews.values()], announce=False)
-        scored = topic(REVIEWS_SENTIMENT_SCORED)
-        outcomes = await asyncio.gather(
-            *(
-                kit.sidecar.publish(
-                    settings.pubsub_name,
-                    REVIEWS_SENTIMENT_SCORED,
-                    ReviewSentimentScored(review_id=r.review_id, sentiment=result).model_dump(
-                        mode="json"
-                    ),
-                    event_id=f"{r.review_id}:sentiment",
-                    source=settings.app_id,
-                    event_type=scored.event_type,
-                )
-                for r, result in zip(reviews.values(), results, strict=True)
+
+    async def work(reviews: list[ReviewSubmitted]) -> list[SentimentResult]:
+        return await _score([r.text for r in reviews], announce=False)
+
+    async def publish(review: ReviewSubmitted, result: SentimentResult) -> str:
+        return await kit.sidecar.publish(
+            settings.pubsub_name,
+            REVIEWS_SENTIMENT_SCORED,
+            ReviewSentimentScored(review_id=review.review_id, sentiment=result).model_dump(
+                mode="json"
             ),
-            return_exceptions=True,
+            event_id=f"{review.review_id}:sentiment",
+            source=settings.app_id,
+            event_type=topic(REVIEWS_SENTIMENT_SCORED).event_type,
         )
-        for entry_id, outcome in zip(reviews, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                log.warning("review result not published, will be redelivered: %s", outcome)
-            statuses[entry_id] = (
-                Delivery.RETRY if isinstance(outcome, BaseException) else Delivery.SUCCESS
-            )
-    return delivery_response(statuses)
+
+    return await relay(body, payload=ReviewSubmitted, work=work, publish=publish, log=log)

@@ -13,10 +13,8 @@ from statistics import fmean
 from pydantic import BaseModel, Field
 
 from consort.contracts.nlp import NlpResult, Span
-from consort.contracts.sentiment import SentimentLabel, SentimentResult
+from consort.contracts.sentiment import SentimentLabel, SentimentResult, label_of
 
-POSITIVE_AT = 0.05
-NEGATIVE_AT = -0.05
 #: Entity kinds that name something a text can like or dislike.
 ASPECT_ENTITY_LABELS = frozenset({"ORG", "PRODUCT", "PERSON", "GPE", "FAC", "WORK_OF_ART", "EVENT"})
 #: Heads of noun chunks that are not aspects: pronouns and empty nouns.
@@ -42,14 +40,6 @@ class TextAnalysis(BaseModel):
     nlp: NlpResult
     sentiment: SentimentResult
     aspects: list[AspectSentiment]
-
-
-def _label(compound: float) -> SentimentLabel:
-    if compound >= POSITIVE_AT:
-        return SentimentLabel.POSITIVE
-    if compound <= NEGATIVE_AT:
-        return SentimentLabel.NEGATIVE
-    return SentimentLabel.NEUTRAL
 
 
 def aspect_sentiments(nlp: NlpResult, sentiment: SentimentResult) -> list[AspectSentiment]:
@@ -91,7 +81,7 @@ def aspect_sentiments(nlp: NlpResult, sentiment: SentimentResult) -> list[Aspect
             AspectSentiment(
                 aspect=key,
                 compound=compound,
-                label=_label(compound),
+                label=label_of(compound),
                 mentions=[s for s, _ in found],
             )
         )

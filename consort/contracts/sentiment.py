@@ -22,12 +22,26 @@ Text = Annotated[
 ]
 
 
+#: The VADER paper's thresholds on the compound score.
+POSITIVE_AT = 0.05
+NEGATIVE_AT = -0.05
+
+
 class SentimentLabel(StrEnum):
     """Polarity classes at the VADER paper's thresholds (compound >= 0.05 / <= -0.05)."""
 
     POSITIVE = "positive"
     NEUTRAL = "neutral"
     NEGATIVE = "negative"
+
+
+def label_of(compound: float) -> SentimentLabel:
+    """The class of a compound score at the paper's ±0.05 thresholds."""
+    if compound >= POSITIVE_AT:
+        return SentimentLabel.POSITIVE
+    if compound <= NEGATIVE_AT:
+        return SentimentLabel.NEGATIVE
+    return SentimentLabel.NEUTRAL
 
 
 class SentimentRequest(BaseModel):

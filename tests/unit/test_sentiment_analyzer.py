@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from apps.sentiment.analyzer import (
-    SentimentAnalyzer,
-    Span,
-    label_of,
-    split_sentences,
-    text_sha256,
-)
-from consort.contracts.sentiment import SentimentLabel
+from apps.sentiment.analyzer import SentimentAnalyzer, Span, split_sentences, text_sha256
+from consort.contracts.sentiment import SentimentLabel, label_of
 
 
 @pytest.fixture(scope="module")
