@@ -66,11 +66,14 @@ bench: setup ## benchmarks; results as JSON under bench/results/
 	@$(PY) -m bench.sentiment_hops
 	@$(PY) -m bench.language
 	@$(PY) -m bench.vision
+	@$(PY) -m bench.forecast
 
 eval: setup ## sentiment vs the VADER paper's Table 4, vision on scikit-image samples; bench/results/
 	@bash runtime/eval-data.sh
 	@$(PY) -m bench.eval_sentiment
 	@$(PY) -m bench.eval_vision
+	@$(PY) -m bench.eval_recommender
+	@$(PY) -m bench.eval_timeseries
 
 clean: ## remove the run folder and the virtualenv (the runtime cache stays)
 	rm -rf .run $(VENV)

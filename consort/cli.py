@@ -92,10 +92,13 @@ def _run(args: argparse.Namespace) -> int:
         return 1
 
     stopping = False
+    started_up = False
 
     def on_signal(signum: int, frame: object) -> None:
         nonlocal stopping
         stopping = True
+        if not started_up:
+            raise KeyboardInterrupt  # abandon start-up now; `finally` stops what started
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -103,6 +106,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         console.print(f"starting {', '.join(app_ids)} with Dapr {system.runtime.version} …")
         system.start(app_ids)
+        started_up = True
         system.write_endpoints(app_ids)
         console.print(_table(system, app_ids))
         gateway = system.url("gateway") if "gateway" in app_ids else None
@@ -132,6 +136,9 @@ def _run(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         console.print(f"[red]{exc}[/red]")
         return_code = 1
+    except KeyboardInterrupt:
+        console.print("start-up interrupted")
+        return_code = 130
     finally:
         console.print("stopping …")
         system.stop()

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import aiohttp
 from opentelemetry import propagate, trace
@@ -129,7 +129,8 @@ class Sidecar:
                 propagate.inject(sent)
             elif (traceparent := traceparent_var.get()) is not None:
                 sent.setdefault("traceparent", traceparent)
-            timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else None
+            # Always bounded: a ClientTimeout of None would mean no limit at all.
+            timeout = aiohttp.ClientTimeout(total=timeout_s or self.timeout_s, connect=2.0)
             try:
                 async with self._client().request(
                     method, url, json=json, data=data, headers=sent, timeout=timeout
@@ -253,7 +254,7 @@ class Sidecar:
     async def get_state(self, store: str, key: str) -> StateItem | None:
         """Read `key`, or None when it is absent."""
         response = await self._request(
-            "GET", f"/v1.0/state/{store}/{key}", span_name=f"state get {store}"
+            "GET", f"/v1.0/state/{store}/{quote(key, safe='')}", span_name=f"state get {store}"
         )
         if response.status == 204 or not response.body:
             return None

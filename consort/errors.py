@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consort.contracts.common import FieldProblem, Problem
+from consort.dapr import SidecarError
 from consort.logging import trace_id_var
 
 PROBLEM_JSON = "application/problem+json"
@@ -206,8 +207,22 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return unexpected_error_response(request.url.path)
 
 
+async def _on_sidecar_error(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("sidecar failure on %s: %s", request.url.path, exc)
+    return problem_response(
+        request.url.path,
+        503,
+        "Service unavailable",
+        "A building block this service depends on (its Dapr sidecar, the state store or "
+        "the broker) did not answer; try again shortly.",
+        slug="service-unavailable",
+        headers={"Retry-After": "2"},
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Answer every error of `app` as problem+json."""
+    app.add_exception_handler(SidecarError, _on_sidecar_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(ProblemError, _on_problem)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)

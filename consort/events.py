@@ -237,31 +237,50 @@ async def apply_many(
         EtagMismatch: every attempt lost its race (the caller should ask for a retry).
     """
     ids = list(dict.fromkeys(event_ids))
-    markers = {f"applied:{i}": i for i in ids}
-    marked = {markers[item.key] for item in await sidecar.get_bulk_state(store, list(markers))}
-    pending = [i for i in ids if i not in marked]
     applied: list[str] = []
-
-    def apply(tracked: Tracked | None) -> Tracked | None:
+    value: M | None = None
+    for _ in range(attempts):
+        current = await sidecar.get_state(store, key)
+        tracked = Tracked.model_validate(current.value) if current else None
         in_flight = set(tracked.in_flight) if tracked else set()
-        applied[:] = [i for i in pending if i not in in_flight]
+        # Markers are read after the value: a delivery that finished before this read
+        # shows here (marked), one still under way shows in `in_flight`.
+        candidates = [i for i in ids if i not in in_flight]
+        markers = {f"applied:{i}": i for i in candidates}
+        marked = {markers[m.key] for m in await sidecar.get_bulk_state(store, list(markers))}
+        applied = [i for i in candidates if i not in marked]
         if not applied:
-            return None
-        current = model.model_validate(tracked.value) if tracked else None
-        return Tracked(
-            value=update(current, list(applied)).model_dump(mode="json"),
+            value = model.model_validate(tracked.value) if tracked else None
+            break
+        new = Tracked(
+            value=update(
+                model.model_validate(tracked.value) if tracked else None, list(applied)
+            ).model_dump(mode="json"),
             in_flight=[*(tracked.in_flight if tracked else []), *applied],
         )
-
-    value = await _compare_and_set(sidecar, store, key, model, attempts, apply)
-    if pending:
-        # Also for ids found in flight: another delivery applied them and may have
-        # crashed before marking them.
+        try:
+            if current is not None and current.etag:
+                await sidecar.save_state(store, key, new.model_dump(), etag=current.etag)
+            else:
+                # No value yet: only the first writer may create it.
+                await sidecar.save_state(
+                    store, key, new.model_dump(), options={"concurrency": "first-write"}
+                )
+        except EtagMismatch:
+            continue
+        value = model.model_validate(new.value)
+        break
+    else:
+        raise EtagMismatch(f"gave up on {key} after {attempts} concurrent updates")
+    # Mark every id not yet marked (also those found in flight: another delivery applied
+    # them and may have crashed before marking them), then let them leave `in_flight`.
+    unmarked = [i for i in ids if i in applied or i in (in_flight if tracked else set())]
+    if unmarked:
         await sidecar.save_states(
-            store, {f"applied:{i}": {"applied": True} for i in pending}, ttl_s=marker_ttl_s
+            store, {f"applied:{i}": {"applied": True} for i in unmarked}, ttl_s=marker_ttl_s
         )
         await _compare_and_set(
-            sidecar, store, key, model, attempts, lambda t: _settle(t, set(pending))
+            sidecar, store, key, model, attempts, lambda t: _settle(t, set(unmarked))
         )
     return value, set(applied)
 

@@ -162,6 +162,7 @@ class Supervisor:
     def __init__(self, pid_file: Path | None = None) -> None:
         self.procs: list[Proc] = []
         self.pid_file = pid_file
+        self._wrote_pid_file = False
 
     def start(self, proc: Proc) -> Proc:
         proc.start()
@@ -180,13 +181,15 @@ class Supervisor:
             remaining = max(0.1, deadline - time.monotonic())
             proc.stop(remaining)
         self.procs.clear()
-        if self.pid_file is not None:
+        # Only ours: a launcher that failed to start must not forget another's processes.
+        if self.pid_file is not None and self._wrote_pid_file:
             self.pid_file.unlink(missing_ok=True)
 
     def _write_pids(self) -> None:
         if self.pid_file is None:
             return
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self._wrote_pid_file = True
         self.pid_file.write_text(
             json.dumps({p.name: p.pid for p in self.procs if p.pid is not None}, indent=2)
         )

@@ -9,6 +9,7 @@ so the app and its sidecar start while they load.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -41,6 +42,9 @@ from consort.logging import (
 from consort.settings import ServiceSettings, SidecarSettings
 from consort.telemetry import Metrics, MetricsMiddleware, current_trace_id, setup_tracing
 
+#: Largest event delivery (a bulk of up to 100 events) an app accepts from its sidecar.
+EVENT_DELIVERY_MAX_BYTES = 32 * 1024 * 1024
+
 ReadinessCheck = Callable[[], Awaitable[str | None]]
 """Returns None when ready, or a sentence saying what is not ready yet."""
 
@@ -58,6 +62,7 @@ class ModelSlot(Generic[T]):
         self._loader = loader
         self._model: T | None = None
         self._error: str | None = None
+        self._settled = asyncio.Event()
 
     async def load(self) -> None:
         started = time.perf_counter()
@@ -66,8 +71,17 @@ class ModelSlot(Generic[T]):
         except Exception as exc:  # reported by /readyz and every request, not a crash loop
             log.exception("model %s failed to load", self.name)
             self._error = f"{type(exc).__name__}: {exc}"
+            self._settled.set()
             return
+        self._settled.set()
         log.info("model %s loaded in %.2f s", self.name, time.perf_counter() - started)
+
+    async def wait(self, timeout_s: float = 60.0) -> T:
+        """The model once it has loaded: for event handlers, which daprd may call while it
+        is still loading (a request handler answers 503 at once instead, with `get`)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), timeout_s)
+        return self.get()
 
     async def readiness(self) -> str | None:
         if self._model is not None:
@@ -105,6 +119,8 @@ class ServiceKit:
         self._sidecar: Sidecar | None = None
         self._checks: dict[str, ReadinessCheck] = {"sidecar": self._sidecar_ready}
         self._slots: list[ModelSlot[Any]] = []
+        #: Models (or libraries) the app uses that are not loaded through `load_model`.
+        self.extra_models: list[ModelInfo] = []
         self.metrics = Metrics(settings.app_id)
         self.metrics.info.labels(settings.app_id, version).set(1)
 
@@ -142,7 +158,7 @@ class ServiceKit:
     def models(self) -> list[ModelInfo]:
         """The name and version of every model loaded so far."""
         found = (getattr(slot.loaded, "model", None) for slot in self._slots)
-        return [m for m in found if isinstance(m, ModelInfo)]
+        return [m for m in found if isinstance(m, ModelInfo)] + self.extra_models
 
     def summary(self) -> dict[str, Any]:
         return {"version": self.version, "models": [m.model_dump() for m in self.models]}
@@ -292,7 +308,8 @@ def create_app(
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=kit.settings.max_body_bytes,
-        limits=kit.settings.body_limits,
+        # Bulk event deliveries from daprd carry up to 100 events: room for them.
+        limits={"/events/": EVENT_DELIVERY_MAX_BYTES, **kit.settings.body_limits},
     )
     app.add_middleware(TraceContextMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=kit.metrics)

@@ -14,6 +14,7 @@ from functools import reduce
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
@@ -34,8 +35,10 @@ from consort.contracts.events import (
     dead_letter,
     topic,
 )
+from consort.contracts.forecast import ForecastRequest, ForecastResponse
 from consort.contracts.nlp import NlpRequest, NlpResult
 from consort.contracts.reviews import (
+    REVIEW_ID_PATTERN,
     ReviewAnalysis,
     ReviewEntitiesExtracted,
     ReviewsAccepted,
@@ -248,7 +251,9 @@ class DeadLetters(BaseModel):
 
 
 @v1.get("/ops/dead-letters/{topic}", response_model=DeadLetters, tags=["operations"])
-async def list_dead_letters(topic: str, sc: SidecarDep) -> DeadLetters:
+async def list_dead_letters(
+    topic: Annotated[str, PathParam(pattern=r"^[a-z0-9][a-z0-9.-]{0,99}$")], sc: SidecarDep
+) -> DeadLetters:
     """The most recent events of `topic` that went to its dead-letter topic."""
     key = DEAD_LETTERS_KEY.format(topic=topic)
     stored = await read_tracked(sc, settings.statestore_name, key, DeadLetters)
@@ -425,6 +430,20 @@ async def redact_image(
     )
 
 
+@v1.post("/forecasts", response_model=ForecastResponse, tags=["forecasts"])
+async def create_forecasts(request: ForecastRequest, sc: SidecarDep) -> Any:
+    """Point forecasts with prediction intervals (80 and 95 % by default) for up to 100
+    series: ETS (automatic selection), Theta, ARIMA, or their combination (`auto`)."""
+    reply = await forward(
+        sc,
+        settings.forecast_app_id,
+        "v1/forecasts",
+        json=request.model_dump(mode="json"),
+        timeout_s=settings.forecast_timeout_s,
+    )
+    return reply.json()
+
+
 REVIEW_KEY = "review:{id}"
 REVIEW_TTL_S = 30 * 24 * 3600
 
@@ -440,15 +459,16 @@ async def submit_reviews(submission: ReviewsSubmission, sc: SidecarDep) -> Revie
     """Accept up to 100 reviews for analysis by nlp and sentiment, over events.
 
     Answers at once with the review ids. A review submitted again with the same `id` is
-    not analyzed twice.
+    not analyzed twice once complete; while pending, it is queued again.
     """
     now = datetime.now(UTC)
     reviews = {r.id or uuid.uuid4().hex: r for r in submission.reviews}
     keys = {REVIEW_KEY.format(id=i): i for i in reviews}
-    known = {
-        keys[item.key] for item in await sc.get_bulk_state(settings.statestore_name, list(keys))
+    stored = {
+        keys[item.key]: ReviewAnalysis.model_validate(item.value)
+        for item in await sc.get_bulk_state(settings.statestore_name, list(keys))
     }
-    fresh = {i: r for i, r in reviews.items() if i not in known}
+    fresh = {i: r for i, r in reviews.items() if i not in stored}
     if fresh:
         await sc.save_states(
             settings.statestore_name,
@@ -460,33 +480,42 @@ async def submit_reviews(submission: ReviewsSubmission, sc: SidecarDep) -> Revie
             },
             ttl_s=REVIEW_TTL_S,
         )
-        submitted = topic(REVIEWS_SUBMITTED)
-        outcomes = await asyncio.gather(
-            *(
-                sc.publish(
-                    settings.pubsub_name,
-                    REVIEWS_SUBMITTED,
-                    ReviewSubmitted(
-                        review_id=i, text=r.text, product=r.product, submitted_at=now
-                    ).model_dump(mode="json"),
-                    event_id=f"{i}:submitted",
-                    source=settings.app_id,
-                    event_type=submitted.event_type,
-                )
-                for i, r in fresh.items()
-            ),
-            return_exceptions=True,
-        )
-        failed = [i for i, o in zip(fresh, outcomes, strict=True) if isinstance(o, BaseException)]
-        if failed:
-            raise ProblemError(
-                503,
-                "Reviews not queued",
-                f"{len(failed)} of {len(fresh)} reviews could not be queued; submit them again "
-                f"with these ids (resubmission is idempotent): {', '.join(failed)}",
-                slug="reviews-not-queued",
-                headers={"Retry-After": "2"},
+    # Also those stored but still pending: a submission whose publish failed (or whose
+    # gateway crashed) before. Publishing again is safe: the event id is the same, and
+    # the join ignores what it already has.
+    to_queue = {
+        i: r for i, r in reviews.items() if i in fresh or stored[i].status is ReviewStatus.PENDING
+    }
+    submitted = topic(REVIEWS_SUBMITTED)
+    outcomes = await asyncio.gather(
+        *(
+            sc.publish(
+                settings.pubsub_name,
+                REVIEWS_SUBMITTED,
+                ReviewSubmitted(
+                    review_id=i,
+                    text=r.text,
+                    product=r.product,
+                    submitted_at=stored[i].submitted_at if i in stored else now,
+                ).model_dump(mode="json"),
+                event_id=f"{i}:submitted",
+                source=settings.app_id,
+                event_type=submitted.event_type,
             )
+            for i, r in to_queue.items()
+        ),
+        return_exceptions=True,
+    )
+    failed = [i for i, o in zip(to_queue, outcomes, strict=True) if isinstance(o, BaseException)]
+    if failed:
+        raise ProblemError(
+            503,
+            "Reviews not queued",
+            f"{len(failed)} of {len(to_queue)} reviews could not be queued; submit them again "
+            f"with these ids (resubmission is idempotent): {', '.join(failed)}",
+            slug="reviews-not-queued",
+            headers={"Retry-After": "2"},
+        )
     return ReviewsAccepted(ids=list(reviews))
 
 
@@ -496,7 +525,9 @@ async def submit_reviews(submission: ReviewsSubmission, sc: SidecarDep) -> Revie
     tags=["reviews"],
     responses={404: {"model": Problem, "description": "No review with this id."}},
 )
-async def get_review(review_id: str, sc: SidecarDep) -> ReviewAnalysis:
+async def get_review(
+    review_id: Annotated[str, PathParam(pattern=REVIEW_ID_PATTERN)], sc: SidecarDep
+) -> ReviewAnalysis:
     """A review's analysis: `pending` until nlp and sentiment both reported, then `complete`."""
     item = await sc.get_state(settings.statestore_name, REVIEW_KEY.format(id=review_id))
     if item is None:
@@ -658,7 +689,7 @@ async def on_dead_letter(envelope: Annotated[dict[str, Any], Body()]) -> JSONRes
         await apply_once(
             kit.sidecar,
             settings.statestore_name,
-            event_id=f"dead-letter:{letter.id}",
+            event_id=f"dead-letter:{topic}:{letter.id or uuid.uuid4()}",
             key=DEAD_LETTERS_KEY.format(topic=topic),
             model=DeadLetters,
             update=keep,

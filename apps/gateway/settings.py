@@ -16,6 +16,11 @@ class GatewaySettings(ServiceSettings):
     )
     nlp_app_id: str = Field(default="nlp", description="App id of the nlp service.")
     vision_app_id: str = Field(default="vision", description="App id of the vision service.")
+    forecast_app_id: str = Field(default="forecast", description="App id of the forecast service.")
+    forecast_timeout_s: float = Field(
+        default=15.0,
+        description="Longest wait for the forecast service (above its own time budget).",
+    )
     vision_timeout_s: float = Field(
         default=30.0, description="Longest wait for the vision service (OCR of a large image)."
     )
@@ -32,7 +37,7 @@ class GatewaySettings(ServiceSettings):
         ),
     )
     catalog_apps: list[str] = Field(
-        default=["gateway", "nlp", "sentiment", "vision"],
+        default=["gateway", "nlp", "sentiment", "vision", "forecast"],
         description="App ids the catalog asks for their description (JSON list in the env).",
     )
     catalog_timeout_s: float = Field(default=2.0, description="How long the catalog waits per app.")

@@ -124,4 +124,6 @@ async def on_reviews_submitted(body: Annotated[dict[str, Any], Body()]) -> JSONR
             event_type=topic(REVIEWS_ENTITIES_EXTRACTED).event_type,
         )
 
+    # daprd delivers as soon as the app is alive, maybe before the model has loaded.
+    await analyzer_slot.wait()
     return await relay(body, payload=ReviewSubmitted, work=work, publish=publish, log=log)

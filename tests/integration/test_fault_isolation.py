@@ -47,6 +47,7 @@ def test_gateway_answers_503_within_its_deadline(system: LocalSystem, sentiment_
         "nlp": "available",
         "sentiment": "unreachable",
         "vision": "available",
+        "forecast": "available",
     }
 
 

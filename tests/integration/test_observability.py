@@ -116,7 +116,7 @@ def test_catalog_reads_the_running_system(system: LocalSystem) -> None:
     response = httpx.get(f"{system.url('gateway')}/v1/catalog", timeout=10)
     assert response.status_code == 200
     services = {s["app_id"]: s for s in response.json()["services"]}
-    assert set(services) == {"gateway", "nlp", "sentiment", "vision"}
+    assert set(services) == {"gateway", "nlp", "sentiment", "vision", "forecast"}
     assert {s["status"] for s in services.values()} == {"available"}
     sentiment = services["sentiment"]["info"]
     assert sentiment["models"] == [{"name": "vader", "version": "3.3.2"}]
@@ -136,7 +136,7 @@ def test_catalog_reads_the_running_system(system: LocalSystem) -> None:
 
 def test_status_and_trace_commands_read_the_running_system(system: LocalSystem) -> None:
     trace_id, _ = traced_request(system)
-    system.write_endpoints(["gateway", "nlp", "sentiment", "vision"])
+    system.write_endpoints(["gateway", "nlp", "sentiment", "vision", "forecast"])
     env = {**os.environ, "CONSORT_RUN_DIR_ROOT": str(system.run_dir), "COLUMNS": "200"}
 
     def consort(*args: str) -> str:

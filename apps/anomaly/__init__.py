@@ -1,0 +1,1 @@
+"""The anomaly service: online, seasonality-aware anomaly scoring of metric series."""

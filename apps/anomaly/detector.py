@@ -1,0 +1,362 @@
+"""Online, seasonality-aware anomaly scoring of one metric series, on statsmodels.
+
+Plain domain code: no web framework, no Dapr. One `AnomalyDetector` per series; its whole
+state is a `DetectorState` (a pydantic model of plain lists and numbers), so an actor saves
+`detector.state.model_dump(mode="json")` and later resumes with
+`AnomalyDetector(DetectorState.model_validate(saved))`: scoring goes on exactly as if it
+had never stopped.
+
+The method. The series is kept in a bounded window. A fit (`refit`) takes the window and,
+with a seasonal period, robust STL (Cleveland et al. 1990) for its seasonal profile (the
+last cycle's seasonal value for each phase). An exponential smoother (statsmodels' ETS:
+simple, or damped Holt for a local trend) is fitted to the series adjusted by the
+*previous* cycle's seasonal values, as online scoring will adjust it; of the forms with and
+without season, with and without trend, the one with the smallest mean absolute one-step
+error on the window is kept (so a season whose phase drifts, in a quasi-periodic signal,
+is dropped when it hurts). Each new point is expected at `level + phi * slope +
+seasonal[phase]`; its error is scored against the errors of recent points by a robust z,
+`(e - median) / (1.4826 * MAD)`, so the threshold adapts to how noisy the series has
+lately been; |z| above the threshold (5 by default) is an anomaly. Every point then
+updates the smoother with its error clipped at two robust deviations (Huber-type robust
+smoothing, Gelper, Fried and Croux 2010), so an outlier barely moves the level; errors
+enter the recent set clipped at the threshold, so one burst does not inflate the scale.
+The scale is made of online errors (the fit's in-sample errors only seed it). The detector
+refits by itself every `refit_every` points (auto: max(50, period)); an actor reminder may
+call `refit()` as well.
+
+Timestamps are numbers (seconds since the epoch, or step indices offline); `step` is the
+spacing of the series in those units. A point's phase in the season is the number of steps
+from the first point, modulo the period, so missing points do not shift the season; gaps
+are filled by linear interpolation for the fit.
+
+Order and repeats, on purpose:
+- A point newer than the newest is scored and kept.
+- The same timestamp and value as a point in the window is a duplicate: nothing changes and
+  the first verdict is returned (redelivered events and retried requests are harmless).
+- A point older than the newest, or the newest timestamp with another value, is late and
+  rejected: nothing changes. Inserting it would mean rescoring every point after it, and
+  the verdicts already published on those would change under the consumers.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import warnings
+from collections.abc import Sequence
+from importlib.metadata import version
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
+from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+from statsmodels.tsa.seasonal import STL
+from statsmodels.tsa.stattools import acf
+
+from consort.contracts.anomaly import MAX_PERIOD, MAX_WINDOW, PointScore, ScoreStatus
+from consort.contracts.common import ModelInfo
+
+#: MAD times this estimates the standard deviation of normal data.
+MAD_TO_SIGMA = 1.4826
+STATSMODELS_VERSION = version("statsmodels")
+#: Robustness passes of STL: three bring most of the gain at a fifth of the default's cost.
+STL_ROBUST_PASSES = 3
+#: Errors beyond this many robust deviations move the level as if they were this far out.
+HUBER_K = 2.0
+
+
+class DetectorConfig(BaseModel):
+    """How one series is scored. Zero for `window` or `refit_every` picks from the period."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    period: int = Field(default=1, ge=1, le=MAX_PERIOD, description="Season length in steps.")
+    step: float = Field(default=1.0, gt=0, description="Spacing of points, in timestamp units.")
+    threshold: float = Field(default=5.0, gt=0, description="|robust z| above this: anomalous.")
+    window: int = Field(default=0, ge=0, le=MAX_WINDOW, description="Points kept (0: auto).")
+    refit_every: int = Field(default=0, ge=0, description="Points between fits (0: auto).")
+    residual_window: int = Field(default=200, ge=10, description="Residuals behind the scale.")
+
+    @property
+    def window_points(self) -> int:
+        return self.window or min(MAX_WINDOW, max(200, 5 * self.period))
+
+    @property
+    def refit_points(self) -> int:
+        return self.refit_every or max(50, self.period)
+
+    @property
+    def seasonal(self) -> bool:
+        return self.period > 1
+
+    @property
+    def min_points(self) -> int:
+        """Points needed before the first fit."""
+        return 2 * self.period + 1 if self.seasonal else 10
+
+
+class DetectorState(BaseModel):
+    """Everything a detector knows: JSON-serialisable, what an actor keeps in its state."""
+
+    config: DetectorConfig = Field(default_factory=DetectorConfig)
+    origin: float | None = Field(default=None, description="Timestamp of the first point.")
+    # The window, oldest first, and the verdict on each point (None while warming up).
+    timestamps: list[float] = Field(default_factory=list)
+    values: list[float] = Field(default_factory=list)
+    expected: list[float | None] = Field(default_factory=list)
+    half_width: list[float | None] = Field(default_factory=list)
+    scores: list[float | None] = Field(default_factory=list)
+    # The fitted model.
+    fitted: bool = False
+    form: str = Field(default="", description="The form chosen at the last fit.")
+    level: float = 0.0
+    slope: float = 0.0
+    alpha: float = Field(default=0.1, description="Smoothing weights and damping, from the fit.")
+    beta: float = 0.0
+    phi: float = 0.0
+    seasonal: list[float] = Field(default_factory=list, description="By phase, period long.")
+    residuals: list[float] = Field(default_factory=list, description="Recent, oldest first.")
+    since_fit: int = 0
+    observed: int = Field(default=0, description="Points accepted since the series began.")
+
+
+def model_info(config: DetectorConfig) -> ModelInfo:
+    """The name and version of the method scoring a series with `config`."""
+    name = "stl-robust-z" if config.seasonal else "ses-robust-z"
+    return ModelInfo(name=name, version=STATSMODELS_VERSION)
+
+
+class AnomalyDetector:
+    """Scores the points of one series as they arrive. Not thread-safe: one caller at a time
+    (an actor's turn-based concurrency gives exactly that)."""
+
+    def __init__(self, state: DetectorState | None = None, *, config: DetectorConfig | None = None):
+        if state is None:
+            state = DetectorState(config=config or DetectorConfig())
+        elif config is not None and config != state.config:
+            raise ValueError("give a config or a state, not both")
+        self.state = state
+
+    @property
+    def config(self) -> DetectorConfig:
+        return self.state.config
+
+    @property
+    def model(self) -> ModelInfo:
+        return model_info(self.config)
+
+    def _phase(self, timestamp: float) -> int:
+        origin = self.state.origin if self.state.origin is not None else timestamp
+        return round((timestamp - origin) / self.config.step) % self.config.period
+
+    def _stored(self, index: int, status: ScoreStatus) -> PointScore:
+        s = self.state
+        expected, half, score = s.expected[index], s.half_width[index], s.scores[index]
+        if expected is None or half is None or score is None:
+            return PointScore(timestamp=s.timestamps[index], value=s.values[index], status=status)
+        return PointScore(
+            timestamp=s.timestamps[index],
+            value=s.values[index],
+            status=status,
+            expected=expected,
+            lower=expected - half,
+            upper=expected + half,
+            score=score,
+            is_anomaly=abs(score) > self.config.threshold,
+        )
+
+    def observe(self, timestamp: float, value: float) -> PointScore:
+        """Score one point and keep it (see the module's notes on late and repeated points).
+
+        Args:
+            timestamp: seconds since the epoch (or any unit `config.step` is in).
+            value: a finite number.
+        """
+        if not (math.isfinite(timestamp) and math.isfinite(value)):
+            raise ValueError("timestamp and value must be finite numbers")
+        s = self.state
+        if s.timestamps and timestamp <= s.timestamps[-1]:
+            index = bisect.bisect_left(s.timestamps, timestamp)
+            if index < len(s.timestamps) and s.timestamps[index] == timestamp:
+                if s.values[index] == value:
+                    return self._stored(index, ScoreStatus.DUPLICATE)
+            return PointScore(timestamp=timestamp, value=value, status=ScoreStatus.LATE)
+        if s.origin is None:
+            s.origin = timestamp
+        verdict = self._score(timestamp, value) if s.fitted else None
+        s.timestamps.append(timestamp)
+        s.values.append(value)
+        s.expected.append(verdict.expected if verdict else None)
+        s.half_width.append(
+            (verdict.upper - verdict.expected)
+            if verdict and verdict.upper is not None and verdict.expected is not None
+            else None
+        )
+        s.scores.append(verdict.score if verdict else None)
+        s.observed += 1
+        s.since_fit += 1
+        overflow = len(s.timestamps) - self.config.window_points
+        if overflow > 0:
+            for column in (s.timestamps, s.values, s.expected, s.half_width, s.scores):
+                del column[:overflow]
+        due = s.since_fit >= self.config.refit_points
+        if (not s.fitted and len(s.values) >= self.config.min_points) or (s.fitted and due):
+            self.refit()
+        if verdict is None:
+            return PointScore(timestamp=timestamp, value=value, status=ScoreStatus.WARMING_UP)
+        return verdict
+
+    def _score(self, timestamp: float, value: float) -> PointScore:
+        s = self.state
+        seasonal = s.seasonal[self._phase(timestamp)] if s.seasonal else 0.0
+        expected = s.level + s.phi * s.slope + seasonal
+        residual = value - expected
+        recent = np.asarray(s.residuals, dtype=float)
+        center = float(np.median(recent)) if recent.size else 0.0
+        mad = float(np.median(np.abs(recent - center))) if recent.size else 0.0
+        # A floor keeps a perfectly regular series from dividing by zero: any change in it
+        # is then (rightly) far out.
+        scale = max(MAD_TO_SIGMA * mad, 1e-9 * (1.0 + abs(expected)))
+        score = (residual - center) / scale
+        threshold = self.config.threshold
+        anomalous = abs(score) > threshold
+        # The level moves by a Huber-clipped error (Gelper, Fried and Croux 2010): an outlier
+        # moves it no further than a point HUBER_K robust deviations out would.
+        step = min(max(residual, center - HUBER_K * scale), center + HUBER_K * scale)
+        s.level += s.phi * s.slope + s.alpha * step
+        s.slope = s.phi * s.slope + s.beta * step
+        clipped = min(max(residual, center - threshold * scale), center + threshold * scale)
+        s.residuals.append(clipped)
+        if len(s.residuals) > self.config.residual_window:
+            del s.residuals[: len(s.residuals) - self.config.residual_window]
+        half = threshold * scale
+        return PointScore(
+            timestamp=timestamp,
+            value=value,
+            status=ScoreStatus.SCORED,
+            expected=expected + center,
+            lower=expected + center - half,
+            upper=expected + center + half,
+            score=score,
+            is_anomaly=anomalous,
+        )
+
+    def _regular(self) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+        """The window on a regular grid of steps (gaps interpolated), and its step indices."""
+        s = self.state
+        origin = s.origin if s.origin is not None else 0.0
+        steps = np.rint((np.asarray(s.timestamps) - origin) / self.config.step).astype(np.int64)
+        values = np.asarray(s.values, dtype=float)
+        grid = np.arange(max(steps[0], steps[-1] - self.config.window_points + 1), steps[-1] + 1)
+        return np.interp(grid, steps, values), grid
+
+    def refit(self) -> bool:
+        """Fit the model to the window; what a periodic reminder calls.
+
+        Returns False (and changes nothing) while the window is too short to fit.
+        """
+        s = self.state
+        config = self.config
+        if len(s.values) < config.min_points:
+            return False
+        y, grid = self._regular()
+        best: tuple[float, str, list[float], Any] | None = None
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            seasons: list[tuple[str, NDArray[np.float64], list[float]]] = [("", y, [])]
+            if config.seasonal and len(y) >= 2 * config.period + 1:
+                result = STL(y, period=config.period, robust=True).fit(outer_iter=STL_ROBUST_PASSES)
+                seasonal = np.asarray(result.seasonal, dtype=float)
+                profile = [0.0] * config.period
+                for position in range(len(y) - config.period, len(y)):
+                    profile[int(grid[position] % config.period)] = float(seasonal[position])
+                # Adjusted by the previous cycle's seasonal values, as online scoring will
+                # be: an in-sample seasonal fits its own window too well to be judged on it.
+                lagged = y[config.period :] - seasonal[: -config.period]
+                seasons.insert(0, ("stl+", lagged, profile))
+            burn_in = min(10, len(y) // 10)
+            for prefix, adjusted, profile in seasons:
+                for damped in (False, True):
+                    smoother = ETSModel(
+                        adjusted, error="add", trend="add" if damped else None, damped_trend=damped
+                    ).fit(disp=False)
+                    errors = np.asarray(smoother.resid, dtype=float)[burn_in:]
+                    spread = float(np.mean(np.abs(errors - np.median(errors))))
+                    if math.isfinite(spread) and (best is None or spread < best[0]):
+                        form = prefix + ("damped-holt" if damped else "ses")
+                        best = (spread, form, profile, smoother)
+        if best is None:
+            return False
+        # The form whose one-step errors are smallest on average on the window. The mean,
+        # not the median: a season whose phase drifts (quasi-periodic signals) errs on few
+        # points but badly, and those are exactly the points it would raise as anomalies.
+        _, s.form, s.seasonal, smoother = best
+        params = dict(zip(smoother.param_names, np.asarray(smoother.params), strict=True))
+        s.level = float(np.asarray(smoother.level)[-1])
+        s.alpha = float(params["smoothing_level"])
+        if "smoothing_trend" in params:
+            s.slope = float(np.asarray(smoother.slope)[-1])
+            s.beta = float(params["smoothing_trend"])
+            s.phi = float(params["damping_trend"])
+        else:
+            s.slope = s.beta = s.phi = 0.0
+        # The scale comes from errors made online, on points the model had not seen; the
+        # fit's own (in-sample, so a little optimistic) errors only stand in until there
+        # are enough of those.
+        online = s.residuals if s.fitted else []
+        if len(online) < config.residual_window // 2:
+            errors = np.asarray(smoother.resid, dtype=float)[min(10, len(y) // 10) :]
+            seed = [float(r) for r in errors[-config.residual_window :]]
+            s.residuals = (seed + online)[-config.residual_window :]
+        s.fitted = True
+        s.since_fit = 0
+        return True
+
+    def observe_many(self, points: Sequence[tuple[float, float]]) -> list[PointScore]:
+        """Score points in the order given (an ingestion batch)."""
+        return [self.observe(t, v) for t, v in points]
+
+
+def estimate_period(values: Sequence[float], max_period: int = MAX_PERIOD) -> int:
+    """The lag of the highest autocorrelation peak (at least 0.3), or 1 when there is none.
+
+    Args:
+        values: the series, equally spaced.
+        max_period: the longest period considered (also at most a third of the series).
+    """
+    y = np.asarray(values, dtype=float)
+    lags = min(max_period, len(y) // 3)
+    if lags < 3 or float(np.ptp(y)) == 0.0:
+        return 1
+    r = np.asarray(acf(y, nlags=lags, fft=True), dtype=float)
+    peaks = [k for k in range(2, lags) if r[k] > r[k - 1] and r[k] >= r[k + 1] and r[k] >= 0.3]
+    return max(peaks, key=lambda k: r[k]) if peaks else 1
+
+
+def score_series(
+    values: Sequence[float],
+    period: int | None = None,
+    *,
+    threshold: float | None = None,
+    config: DetectorConfig | None = None,
+) -> list[PointScore]:
+    """Score a whole series at once (offline mode), point by point as the online detector.
+
+    Only the past scores each point, as in production: the first `2 * period + 1` points
+    (10 without a season) warm the detector up and are not scored.
+
+    Args:
+        values: equally spaced, oldest first; timestamps become the step indices 0, 1, ...
+        period: seasonal period in steps; None estimates it (`estimate_period`).
+        threshold: overrides the config's.
+        config: everything else; its period and threshold yield to the arguments.
+    """
+    base = config or DetectorConfig()
+    updates: dict[str, object] = {
+        "period": period if period is not None else estimate_period(values)
+    }
+    if threshold is not None:
+        updates["threshold"] = threshold
+    detector = AnomalyDetector(config=base.model_copy(update=updates))
+    return [detector.observe(float(i), float(v)) for i, v in enumerate(values)]

@@ -1,0 +1,131 @@
+"""The anomaly service's contract: points in, scores out, and the `anomalies.detected` event.
+
+Timestamps are instants (RFC 3339 with a zone); the detector works in seconds since the
+epoch and places each point in its season by `step_s`, the spacing of the series.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from consort.contracts.common import ModelInfo
+
+#: The event published for every point scored as anomalous.
+ANOMALIES_DETECTED = "anomalies.detected"
+#: Most points in one ingestion request or one offline series.
+MAX_POINTS = 10_000
+#: Longest seasonal period, in steps.
+MAX_PERIOD = 1_000
+#: Most points a series keeps in its window (the actor's state).
+MAX_WINDOW = 5_000
+
+
+class MetricPoint(BaseModel):
+    """One observation of a series."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timestamp: AwareDatetime
+    value: float
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("value must be a finite number")
+        return value
+
+
+class PointsIn(BaseModel):
+    """Points of one series, in any order; see `ScoreStatus` for late and repeated ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    points: list[MetricPoint] = Field(min_length=1, max_length=MAX_POINTS)
+
+
+class DetectRequest(BaseModel):
+    """A whole series to score at once (offline mode): equally spaced values, oldest first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    values: list[float] = Field(min_length=3, max_length=MAX_POINTS)
+    period: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_PERIOD,
+        description="Seasonal period in steps; 1: none; omitted: estimated from the data.",
+    )
+    threshold: float | None = Field(
+        default=None, gt=0, description="Robust z above which a point is anomalous."
+    )
+
+    @field_validator("values")
+    @classmethod
+    def _finite(cls, values: list[float]) -> list[float]:
+        for index, value in enumerate(values):
+            if not math.isfinite(value):
+                raise ValueError(f"values[{index}] is not a finite number")
+        return values
+
+
+class ScoreStatus(StrEnum):
+    """What the detector did with a point.
+
+    scored: compared with the model. warming_up: kept, but too few points to score yet.
+    duplicate: the same timestamp and value again; nothing changed, the first score is
+    returned. late: older than the newest point, or the same timestamp with another value;
+    rejected, nothing changed.
+    """
+
+    SCORED = "scored"
+    WARMING_UP = "warming_up"
+    DUPLICATE = "duplicate"
+    LATE = "late"
+
+
+class PointScore(BaseModel):
+    """The verdict on one point."""
+
+    timestamp: float = Field(description="Seconds since the epoch (or the step index offline).")
+    value: float
+    status: ScoreStatus
+    expected: float | None = None
+    lower: float | None = Field(default=None, description="Lower end of the normal range.")
+    upper: float | None = Field(default=None, description="Upper end of the normal range.")
+    score: float | None = Field(
+        default=None, description="Robust z: (residual - median) / (1.4826 MAD) of recent ones."
+    )
+    is_anomaly: bool = False
+
+
+class ScoresOut(BaseModel):
+    """Scores in the order of the points sent."""
+
+    series: str
+    scores: list[PointScore]
+    model: ModelInfo
+
+
+class AnomaliesDetected(BaseModel):
+    """Data of an `anomalies.detected` event: one point of one series was anomalous.
+
+    The CloudEvent id is `<series>:<timestamp>`, the same on every redelivery.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    series: str = Field(min_length=1, max_length=200)
+    timestamp: datetime
+    value: float
+    expected: float
+    lower: float
+    upper: float
+    score: float
+    threshold: float
+    model: ModelInfo
+    detected_at: datetime

@@ -1,0 +1,156 @@
+"""The online anomaly detector (no sidecar): spikes, normal points, state, repeats, order."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from apps.anomaly.detector import (
+    AnomalyDetector,
+    DetectorConfig,
+    DetectorState,
+    estimate_period,
+    score_series,
+)
+from consort.contracts.anomaly import AnomaliesDetected, ScoreStatus
+
+PERIOD = 24
+SPIKE_AT = 400
+
+
+def seasonal(n: int = 500, seed: int = 0) -> np.ndarray:
+    t = np.arange(n)
+    noise = np.random.default_rng(seed).normal(0, 1, n)
+    return 50 + 10 * np.sin(2 * np.pi * t / PERIOD) + noise
+
+
+def with_spike() -> np.ndarray:
+    y = seasonal()
+    y[SPIKE_AT] += 15
+    return y
+
+
+def test_a_spike_in_a_seasonal_series_is_flagged_and_normal_points_are_not() -> None:
+    scores = score_series(with_spike(), PERIOD)
+    flagged = [i for i, s in enumerate(scores) if s.is_anomaly]
+    assert flagged == [SPIKE_AT]
+    spike = scores[SPIKE_AT]
+    assert spike.status == ScoreStatus.SCORED and spike.score is not None and spike.score > 5
+    assert spike.upper is not None and spike.value > spike.upper
+    # The expectation follows the season: near the true curve, not the series mean.
+    assert spike.expected == pytest.approx(50 + 10 * np.sin(2 * np.pi * SPIKE_AT / PERIOD), abs=3)
+
+
+def test_the_season_matters() -> None:
+    # Scored without its season, the same spike stands out far less.
+    z_with = abs(score_series(with_spike(), PERIOD)[SPIKE_AT].score or 0)
+    z_without = abs(score_series(with_spike(), 1)[SPIKE_AT].score or 0)
+    assert z_with > z_without
+
+
+def test_warm_up_points_are_kept_but_not_scored() -> None:
+    scores = score_series(seasonal(60), PERIOD)
+    warm = [s for s in scores if s.status == ScoreStatus.WARMING_UP]
+    assert len(warm) == 2 * PERIOD + 1
+    assert all(s.score is None and not s.is_anomaly for s in warm)
+    assert all(s.status == ScoreStatus.SCORED for s in scores[len(warm) :])
+
+
+def test_state_round_trips_through_json_and_scoring_continues_identically() -> None:
+    y = with_spike()
+    config = DetectorConfig(period=PERIOD)
+    straight = AnomalyDetector(config=config)
+    expected = [straight.observe(float(i), float(v)) for i, v in enumerate(y)]
+
+    first = AnomalyDetector(config=config)
+    for i, v in enumerate(y[:300]):
+        first.observe(float(i), float(v))
+    saved = json.dumps(first.state.model_dump(mode="json"))
+    resumed = AnomalyDetector(DetectorState.model_validate(json.loads(saved)))
+    rest = [resumed.observe(float(i), float(v)) for i, v in enumerate(y) if i >= 300]
+    assert rest == expected[300:]
+
+
+def test_a_duplicate_changes_nothing_and_returns_the_first_verdict() -> None:
+    detector = AnomalyDetector(config=DetectorConfig(period=PERIOD))
+    y = with_spike()
+    for i, v in enumerate(y[: SPIKE_AT + 5]):
+        detector.observe(float(i), float(v))
+    before = detector.state.model_dump_json()
+    again = detector.observe(float(SPIKE_AT), float(y[SPIKE_AT]))
+    last = detector.observe(float(SPIKE_AT + 4), float(y[SPIKE_AT + 4]))
+    assert detector.state.model_dump_json() == before
+    assert again.status == ScoreStatus.DUPLICATE and again.is_anomaly
+    assert last.status == ScoreStatus.DUPLICATE
+
+
+def test_late_and_conflicting_points_are_rejected_without_change() -> None:
+    detector = AnomalyDetector(config=DetectorConfig(period=PERIOD))
+    for i, v in enumerate(seasonal(100)):
+        detector.observe(float(i), float(v))
+    before = detector.state.model_dump_json()
+    late = detector.observe(50.5, 1.0)  # between two points: older than the newest
+    conflict = detector.observe(99.0, -1000.0)  # the newest timestamp, another value
+    assert late.status == conflict.status == ScoreStatus.LATE
+    assert late.score is None and not conflict.is_anomaly
+    assert detector.state.model_dump_json() == before
+
+
+def test_the_window_stays_bounded() -> None:
+    config = DetectorConfig(period=PERIOD, window=150)
+    detector = AnomalyDetector(config=config)
+    for i, v in enumerate(seasonal(1000)):
+        detector.observe(float(i), float(v))
+    s = detector.state
+    assert len(s.values) == len(s.timestamps) == len(s.scores) == 150
+    assert len(s.residuals) <= config.residual_window
+    assert s.observed == 1000
+
+
+def test_gaps_keep_the_season_in_phase() -> None:
+    # Every third point missing: phases come from timestamps, not from counting points.
+    y = seasonal(600)
+    y[551] += 15
+    detector = AnomalyDetector(config=DetectorConfig(period=PERIOD, step=60.0))
+    verdicts = {i: detector.observe(60.0 * i, float(y[i])) for i in range(600) if i % 3 != 1}
+    assert [i for i, s in verdicts.items() if s.is_anomaly] == [551]
+
+
+def test_refit_is_what_a_reminder_calls() -> None:
+    detector = AnomalyDetector(config=DetectorConfig(period=PERIOD, refit_every=10_000))
+    assert detector.refit() is False  # nothing to fit yet
+    for i, v in enumerate(seasonal(200)):
+        detector.observe(float(i), float(v))
+    assert detector.state.since_fit > 0
+    assert detector.refit() is True and detector.state.since_fit == 0
+
+
+def test_period_is_estimated_from_the_autocorrelation() -> None:
+    assert estimate_period(seasonal(400)) == PERIOD
+    assert estimate_period(np.random.default_rng(3).normal(size=300)) == 1
+
+
+def test_a_constant_series_flags_any_change() -> None:
+    scores = score_series([7.0] * 60 + [7.5] + [7.0] * 5, 1)
+    assert [i for i, s in enumerate(scores) if s.is_anomaly] == [60]
+
+
+def test_the_event_payload_carries_what_consumers_need() -> None:
+    score = score_series(with_spike(), PERIOD)[SPIKE_AT]
+    assert score.expected is not None and score.lower is not None and score.upper is not None
+    event = AnomaliesDetected(
+        series="cpu/host-1",
+        timestamp="2024-05-01T12:00:00Z",
+        value=score.value,
+        expected=score.expected,
+        lower=score.lower,
+        upper=score.upper,
+        score=score.score or 0.0,
+        threshold=DetectorConfig().threshold,
+        model=AnomalyDetector(config=DetectorConfig(period=PERIOD)).model,
+        detected_at="2024-05-01T12:00:01Z",
+    )
+    assert event.model.name == "stl-robust-z"
+    assert AnomaliesDetected.model_validate_json(event.model_dump_json()) == event

@@ -1,0 +1,34 @@
+"""The forecast service's time budget, on the app itself (no sidecar needed to forecast)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from apps.forecast import main
+
+
+def test_a_request_past_its_time_budget_is_a_503_that_names_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    values = [100 + 10 * math.sin(2 * math.pi * t / 12) + t for t in range(240)]
+    body = {
+        "series": [
+            {"id": f"s{i}", "values": values, "period": 12, "horizon": 24, "model": "combination"}
+            for i in range(40)
+        ]
+    }
+    with TestClient(main.app) as client:
+        deadline = time.monotonic() + 60
+        while "loading" in client.get("/readyz").text and time.monotonic() < deadline:
+            time.sleep(0.1)
+        monkeypatch.setattr(main.settings, "time_budget_s", 0.2)
+        response = client.post("/v1/forecasts", json=body)
+    assert response.status_code == 503
+    problem = response.json()
+    assert problem["title"] == "Time budget exceeded"
+    assert "0.2 s" in problem["detail"]
+    assert response.headers["retry-after"] == "1"
