@@ -2,7 +2,8 @@
 
 Series of one request are fitted in parallel in worker processes (statsmodels holds the
 GIL while fitting), at most FORECAST_MAX_PARALLEL_SERIES at a time, within the request's
-time budget (FORECAST_TIME_BUDGET_S): past it the service answers 503 and says so.
+time budget (FORECAST_TIME_BUDGET_S): past it the workers are killed and restarted, and
+the service answers 503 and says so.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import logging
 import multiprocessing
 import os
 from collections.abc import AsyncIterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import datetime
+from multiprocessing.pool import Pool
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -30,33 +32,67 @@ log = logging.getLogger("forecast")
 tracer = get_tracer("forecast")
 settings = ForecastSettings()
 kit = ServiceKit(settings, version="1.0.0")
-pool: ProcessPoolExecutor | None = None
 
 
-def _start_pool() -> ProcessPoolExecutor:
-    # Fresh interpreters (not forks of this one, with its threads and sockets), warmed up
-    # with one tiny fit so the first request does not pay for importing statsmodels.
-    # One BLAS thread each: the workers are the parallelism, and BLAS threads on top of
-    # them made fits 10 to 50 times slower on two cores. Spawned workers inherit this.
-    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[variable] = "1"
-    executor = ProcessPoolExecutor(
-        settings.max_parallel_series, mp_context=multiprocessing.get_context("spawn")
-    )
-    warm = [executor.submit(forecast, [1.0, 2.0, 3.0, 4.0], 1, 1, "ets") for _ in range(2)]
-    for future in warm:
-        future.result()
-    return executor
+class Workers:
+    """Worker processes that fit series; a request past its budget gets them killed.
+
+    A `multiprocessing` pool, not a `concurrent.futures` one: it can be terminated, so
+    fits that outlive their request's budget do not hold the workers from the next one.
+    """
+
+    def __init__(self, size: int) -> None:
+        # One BLAS thread each: the workers are the parallelism, and BLAS threads on top
+        # of them made fits 10 to 50 times slower on two cores. Spawned workers inherit it.
+        for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[variable] = "1"
+        self.size = size
+        self._pool = self._start()
+        # Warm up: the first request should not pay for importing statsmodels.
+        self._pool.starmap(forecast, [([1.0, 2.0, 3.0, 4.0], 1, 1, "ets")] * size)
+
+    def _start(self) -> Pool:
+        # Fresh interpreters, not forks of this one with its threads and sockets.
+        return multiprocessing.get_context("spawn").Pool(self.size)
+
+    def submit(self, *args: Any) -> asyncio.Future[SeriesForecast]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[SeriesForecast] = loop.create_future()
+
+        def settle(outcome: Any, failed: bool) -> None:
+            if future.done():  # cancelled: the request gave up
+                return
+            if failed:
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+        self._pool.apply_async(
+            forecast,
+            args,
+            callback=lambda r: loop.call_soon_threadsafe(settle, r, False),
+            error_callback=lambda e: loop.call_soon_threadsafe(settle, e, True),
+        )
+        return future
+
+    def restart(self) -> None:
+        """Kill every worker (and the fits they run) and start fresh ones."""
+        old, self._pool = self._pool, self._start()
+        old.terminate()
+        old.join()
+
+    def close(self) -> None:
+        self._pool.terminate()
 
 
-pool_slot = kit.load_model("statsmodels", _start_pool)
+workers = kit.load_model("statsmodels", lambda: Workers(settings.max_parallel_series))
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
-    if (executor := pool_slot.loaded) is not None:
-        executor.shutdown(wait=False, cancel_futures=True)
+    if (pool := workers.loaded) is not None:
+        pool.close()
 
 
 app = create_app(
@@ -105,14 +141,10 @@ def _future_times(series: SeriesIn) -> list[datetime] | None:
 @app.post("/v1/forecasts", response_model=ForecastResponse, tags=["forecast"])
 async def create_forecasts(request: ForecastRequest) -> ForecastResponse:
     """Point forecasts and prediction intervals for one or many series."""
-    executor = pool_slot.get()
-    loop = asyncio.get_running_loop()
+    pool = workers.get()
     labels = [_future_times(s) for s in request.series]
     jobs = [
-        loop.run_in_executor(
-            executor, forecast, s.values, s.period, s.horizon, s.model, s.levels, s.id
-        )
-        for s in request.series
+        pool.submit(s.values, s.period, s.horizon, s.model, s.levels, s.id) for s in request.series
     ]
     with tracer.start_as_current_span("model.infer", attributes={"series": len(jobs)}):
         try:
@@ -122,6 +154,7 @@ async def create_forecasts(request: ForecastRequest) -> ForecastResponse:
         except TimeoutError as exc:
             for job in jobs:
                 job.cancel()
+            await asyncio.to_thread(pool.restart)  # stop the fits still running
             raise ProblemError(
                 503,
                 "Time budget exceeded",
