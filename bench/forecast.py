@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import json
 import math
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,9 @@ import httpx
 
 from apps.forecast.models import forecast
 from bench.load import Figures, closed_loop
+from bench.local import local_system
 from bench.machine import describe
-from consort.system import InfraPorts, LocalSystem, RunFile
+from consort.system import LocalSystem
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = ("ets", "theta", "arima", "combination")
@@ -64,15 +64,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "forecast.json")
     args = parser.parse_args()
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="consort-bench-") as tmp:
-        system = LocalSystem(
-            RunFile.load().with_free_ports(), Path(tmp), InfraPorts.free(), tracing=False
-        )
-        try:
-            system.start(["forecast", "gateway"])
-            results = asyncio.run(run(system, args.requests))
-        finally:
-            system.stop()
+    with local_system(["forecast", "gateway"]) as system:
+        results = asyncio.run(run(system, args.requests))
     report = {
         "benchmark": "forecast",
         "description": __doc__,

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,8 +27,9 @@ import httpx
 from apps.nlp.analyzer import NlpAnalyzer
 from apps.nlp.settings import NlpSettings
 from bench.load import Figures, closed_loop
+from bench.local import local_system
 from bench.machine import describe
-from consort.system import InfraPorts, LocalSystem, RunFile
+from consort.system import LocalSystem
 
 RESULTS = Path(__file__).parent / "results"
 SUBJECTS = ["The battery", "The screen", "Shipping", "The price", "Customer service", "The camera"]
@@ -76,14 +76,6 @@ def report(name: str, figures: Figures) -> None:
         f"{name:>28} c={figures.concurrency:<2} p50 {figures.p50_ms:8.2f} ms  "
         f"p99 {figures.p99_ms:8.2f} ms  {figures.throughput_rps:8.1f} /s  errors {figures.errors}"
     )
-
-
-def start(tmp: Path, env: dict[str, str], apps: list[str]) -> LocalSystem:
-    system = LocalSystem(
-        RunFile.load().with_free_ports(), tmp, InfraPorts.free(), extra_env=env, tracing=False
-    )
-    system.start(apps)
-    return system
 
 
 async def measure_nlp(system: LocalSystem, requests: int) -> dict[str, Figures]:
@@ -158,22 +150,14 @@ def main() -> None:
         ("batched backlog, no wait", {"NLP_BATCH_MAX_SIZE": "16", "NLP_BATCH_MAX_WAIT_MS": "0"}),
         ("one at a time", {"NLP_BATCH_MAX_SIZE": "1"}),
     ):
-        with tempfile.TemporaryDirectory(prefix="consort-bench-") as tmp:
-            system = start(Path(tmp), env, ["nlp"])
-            try:
-                figures = asyncio.run(measure_nlp(system, args.requests))
-            finally:
-                system.stop()
+        with local_system(["nlp"], env=env) as system:
+            figures = asyncio.run(measure_nlp(system, args.requests))
         for level, f in figures.items():
             report(f"nlp {mode}", f)
             batching.setdefault(mode, {})[level] = f.as_dict()
     results["nlp_micro_batching"] = batching
-    with tempfile.TemporaryDirectory(prefix="consort-bench-") as tmp:
-        system = start(Path(tmp), {}, ["sentiment", "nlp", "gateway"])
-        try:
-            analyze = asyncio.run(measure_analyze(system, args.requests))
-        finally:
-            system.stop()
+    with local_system(["sentiment", "nlp", "gateway"]) as system:
+        analyze = asyncio.run(measure_analyze(system, args.requests))
     results["text_analyze"] = {
         k: {lv: f.as_dict() for lv, f in v.items()} for k, v in analyze.items()
     }

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,8 +23,9 @@ import httpx
 
 from apps.sentiment.analyzer import SentimentAnalyzer
 from bench.load import Figures, closed_loop
+from bench.local import local_system
 from bench.machine import describe
-from consort.system import InfraPorts, LocalSystem, RunFile
+from consort.system import LocalSystem
 
 RESULTS = Path(__file__).parent / "results"
 TEXT = "The battery life is awful, but the screen is gorgeous and the price is fair."
@@ -130,20 +130,10 @@ def main() -> None:
         "--no-tracing", action="store_true", help="run without Zipkin and span export"
     )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="consort-bench-") as tmp:
-        system = LocalSystem(
-            RunFile.load().with_free_ports(),
-            Path(tmp),
-            InfraPorts.free(),
-            tracing=not args.no_tracing,
-        )
-        started = time.monotonic()
-        try:
-            system.start(["sentiment", "gateway"])
-            print(f"system ready in {time.monotonic() - started:.1f} s; measuring …")
-            results = asyncio.run(measure(system, args.requests))
-        finally:
-            system.stop()
+    started = time.monotonic()
+    with local_system(["sentiment", "gateway"], tracing=not args.no_tracing) as system:
+        print(f"system ready in {time.monotonic() - started:.1f} s; measuring …")
+        results = asyncio.run(measure(system, args.requests))
     report = {
         "benchmark": "sentiment-hops",
         "description": __doc__,

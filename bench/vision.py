@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,8 +24,9 @@ from apps.vision.ocr import TextReader
 from apps.vision.quality import measure
 from apps.vision.settings import VisionSettings
 from bench.load import Figures, closed_loop
+from bench.local import local_system
 from bench.machine import describe
-from consort.system import InfraPorts, LocalSystem, RunFile
+from consort.system import LocalSystem
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -124,15 +124,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "vision.json")
     args = parser.parse_args()
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="consort-bench-") as tmp:
-        system = LocalSystem(
-            RunFile.load().with_free_ports(), Path(tmp), InfraPorts.free(), tracing=False
-        )
-        try:
-            system.start(["vision", "gateway"])
-            results = asyncio.run(measure_all(system, args.requests))
-        finally:
-            system.stop()
+    with local_system(["vision", "gateway"]) as system:
+        results = asyncio.run(measure_all(system, args.requests))
     summary = {
         name: {
             level: {

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from consort.contracts.events import dead_letter
-from consort.dapr import EtagMismatch, Sidecar
+from consort.dapr import EtagMismatch, Sidecar, StateItem
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -258,15 +258,7 @@ async def apply_many(
             ).model_dump(mode="json"),
             in_flight=[*(tracked.in_flight if tracked else []), *applied],
         )
-        try:
-            if current is not None and current.etag:
-                await sidecar.save_state(store, key, new.model_dump(), etag=current.etag)
-            else:
-                # No value yet: only the first writer may create it.
-                await sidecar.save_state(
-                    store, key, new.model_dump(), options={"concurrency": "first-write"}
-                )
-        except EtagMismatch:
+        if not await _save_over(sidecar, store, key, current, new):
             continue
         value = model.model_validate(new.value)
         break
@@ -293,6 +285,23 @@ def _settle(tracked: Tracked | None, event_ids: set[str]) -> Tracked | None:
     )
 
 
+async def _save_over(
+    sidecar: Sidecar, store: str, key: str, current: StateItem | None, new: Tracked
+) -> bool:
+    """Write `new` over what was read as `current`; False when another writer was first."""
+    try:
+        if current is not None and current.etag:
+            await sidecar.save_state(store, key, new.model_dump(), etag=current.etag)
+        else:
+            # No value yet: only the first writer may create it.
+            await sidecar.save_state(
+                store, key, new.model_dump(), options={"concurrency": "first-write"}
+            )
+    except EtagMismatch:
+        return False
+    return True
+
+
 async def _compare_and_set(
     sidecar: Sidecar,
     store: str,
@@ -307,15 +316,7 @@ async def _compare_and_set(
         new = change(tracked)
         if new is None:  # nothing to write
             return model.model_validate(tracked.value) if tracked else None
-        try:
-            if current is not None and current.etag:
-                await sidecar.save_state(store, key, new.model_dump(), etag=current.etag)
-            else:
-                # No value yet: only the first writer may create it.
-                await sidecar.save_state(
-                    store, key, new.model_dump(), options={"concurrency": "first-write"}
-                )
-        except EtagMismatch:
+        if not await _save_over(sidecar, store, key, current, new):
             continue
         return model.model_validate(new.value)
     raise EtagMismatch(f"gave up on {key} after {attempts} concurrent updates")

@@ -10,6 +10,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from importlib.metadata import version
+from typing import TypeVar
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
@@ -21,6 +22,8 @@ from consort.contracts.sentiment import (
     SentimentResult,
     label_of,
 )
+
+S = TypeVar("S", bound=SentenceSentiment)
 
 # A sentence ends at . ! or ? (runs of them, and closing quotes or brackets after them)
 # followed by white space, or at a line break. Good enough for reviews and posts; the nlp
@@ -85,6 +88,13 @@ class SentimentAnalyzer:
         self._vader = SentimentIntensityAnalyzer()
         self.model = ModelInfo(name="vader", version=version("vaderSentiment"))
 
+    def _scored(self, kind: type[S], text: str, span: Span) -> S:
+        piece = text[span.start : span.end]
+        compound = self._vader.polarity_scores(piece)["compound"]
+        return kind(
+            text=piece, start=span.start, end=span.end, compound=compound, label=label_of(compound)
+        )
+
     def analyze(self, text: str) -> SentimentResult:
         """Score `text` as a whole and sentence by sentence.
 
@@ -92,37 +102,14 @@ class SentimentAnalyzer:
             text: the text; its length is limited by the contract, not here.
         """
         doc = self._vader.polarity_scores(text)
-        sentences = []
-        for span in split_sentences(text):
-            piece = text[span.start : span.end]
-            compound = self._vader.polarity_scores(piece)["compound"]
-            sentences.append(
-                SentenceSentiment(
-                    text=piece,
-                    start=span.start,
-                    end=span.end,
-                    compound=compound,
-                    label=label_of(compound),
-                )
-            )
+        sentences = [self._scored(SentenceSentiment, text, s) for s in split_sentences(text)]
         clauses = []
         for sentence in sentences:
             spans = split_clauses(text, Span(sentence.start, sentence.end))
-            if len(spans) == 1:
+            if len(spans) == 1:  # the sentence is its only clause: already scored
                 clauses.append(ClauseSentiment(**sentence.model_dump()))
-                continue
-            for span in spans:
-                piece = text[span.start : span.end]
-                compound = self._vader.polarity_scores(piece)["compound"]
-                clauses.append(
-                    ClauseSentiment(
-                        text=piece,
-                        start=span.start,
-                        end=span.end,
-                        compound=compound,
-                        label=label_of(compound),
-                    )
-                )
+            else:
+                clauses.extend(self._scored(ClauseSentiment, text, s) for s in spans)
         return SentimentResult(
             text_sha256=text_sha256(text),
             compound=doc["compound"],

@@ -1,0 +1,31 @@
+"""A fresh local system for one benchmark: free ports, a temporary run folder, stopped after."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from consort.system import InfraPorts, LocalSystem, RunFile
+
+
+@contextmanager
+def local_system(
+    apps: list[str], *, tracing: bool = False, env: dict[str, str] | None = None
+) -> Iterator[LocalSystem]:
+    """Start `apps` (with Redis, placement, scheduler, and Zipkin when `tracing`) as the
+    tests do, yield the running system, and stop every process afterwards."""
+    with tempfile.TemporaryDirectory(prefix="consort-bench-") as tmp:
+        system = LocalSystem(
+            RunFile.load().with_free_ports(),
+            Path(tmp),
+            InfraPorts.free(),
+            extra_env=env,
+            tracing=tracing,
+        )
+        try:
+            system.start(apps)
+            yield system
+        finally:
+            system.stop()
