@@ -129,3 +129,30 @@ class AnomaliesDetected(BaseModel):
     threshold: float
     model: ModelInfo
     detected_at: datetime
+
+
+class SeriesConfig(BaseModel):
+    """How a series is modelled; set once when its first points arrive (defaults apply)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    period: int = Field(default=1, ge=1, le=MAX_PERIOD, description="Season length in steps.")
+    step_s: float = Field(default=60.0, gt=0, description="Spacing of the points, in seconds.")
+    threshold: float = Field(default=5.0, gt=0, description="|robust z| above this: anomalous.")
+
+
+class SeriesSnapshot(BaseModel):
+    """What one series' actor holds: its recent window of points and their scores.
+
+    Served by the anomaly app at `GET /v1/metrics/{series}` (the orchestrator reads it to
+    forecast a series and compare the forecast with its recent anomaly scores).
+    """
+
+    series: str
+    config: SeriesConfig
+    points: list[MetricPoint] = Field(description="The window, oldest first.")
+    scores: list[PointScore] = Field(description="Scores of the window's points, oldest first.")
+    anomalies: int = Field(description="Anomalous points in the window.")
+    observed: int = Field(description="Points accepted since the series began.")
+    fitted_at: datetime | None = Field(default=None, description="When the model was last fit.")
+    model: ModelInfo
