@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
+from apps.gateway import metrics
 from apps.gateway.calls import (
     ERRORS,
     SidecarDep,
@@ -470,6 +471,8 @@ async def get_review(
 
 
 app.include_router(v1)
+app.include_router(metrics.router)
+metrics.install_events(app)
 
 # -- events ------------------------------------------------------------------------------
 declare_subscriptions(
@@ -479,6 +482,7 @@ declare_subscriptions(
         Subscription(PUBSUB, TEXTS_ANALYZED, "/events/texts-analyzed", bulk=Bulk()),
         Subscription(PUBSUB, REVIEWS_ENTITIES_EXTRACTED, "/events/review-results", bulk=Bulk()),
         Subscription(PUBSUB, REVIEWS_SENTIMENT_SCORED, "/events/review-results", bulk=Bulk()),
+        *metrics.SUBSCRIPTIONS,
         # Operators list every topic's dead letters through /v1/ops/dead-letters/{topic}.
         *(
             Subscription(PUBSUB, dead_letter(t), "/events/dead-letters", with_dead_letter=False)
