@@ -2,7 +2,8 @@
 
 Series of one request are fitted in parallel in worker processes (statsmodels holds the
 GIL while fitting), at most FORECAST_MAX_PARALLEL_SERIES at a time, within the request's
-time budget (FORECAST_TIME_BUDGET_S): past it the workers are killed and restarted, and
+time budget (FORECAST_TIME_BUDGET_S): past it the workers are killed and restarted (warm
+before they take work; meanwhile requests get a quick 503 to retry), and
 the service answers 503 and says so.
 """
 
@@ -12,6 +13,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -47,9 +49,18 @@ class Workers:
         for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[variable] = "1"
         self.size = size
+        #: Clear while fresh workers import statsmodels (seconds on a busy machine).
+        self.ready = threading.Event()
+        self._restarting = threading.Lock()
         self._pool = self._start()
-        # Warm up: the first request should not pay for importing statsmodels.
-        self._pool.starmap(forecast, [([1.0, 2.0, 3.0, 4.0], 1, 1, "ets")] * size)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        # The first request should not pay for importing statsmodels: a request queued
+        # behind cold workers could run out of its budget, and its timeout would restart
+        # the workers again, cold, for the next one.
+        self._pool.starmap(forecast, [([1.0, 2.0, 3.0, 4.0], 1, 1, "ets")] * self.size)
+        self.ready.set()
 
     def _start(self) -> Pool:
         # Fresh interpreters, not forks of this one with its threads and sockets.
@@ -76,15 +87,24 @@ class Workers:
         return future
 
     def restart(self) -> None:
-        """Kill every worker (and the fits they run) and start fresh ones."""
-        old, self._pool = self._pool, self._start()
-        old.terminate()
-        old.join()
+        """Kill every worker (and the fits they run) and start fresh ones; a restart
+        asked for while one is under way is that one."""
+        if not self._restarting.acquire(blocking=False):
+            return
+        try:
+            self.ready.clear()
+            old, self._pool = self._pool, self._start()
+            old.terminate()
+            old.join()
+            self._warm_up()
+        finally:
+            self._restarting.release()
 
     def close(self) -> None:
         self._pool.terminate()
 
 
+_background: set[asyncio.Task[None]] = set()
 workers = kit.load_model("statsmodels", lambda: Workers(settings.max_parallel_series))
 
 
@@ -142,6 +162,16 @@ def _future_times(series: SeriesIn) -> list[datetime] | None:
 async def create_forecasts(request: ForecastRequest) -> ForecastResponse:
     """Point forecasts and prediction intervals for one or many series."""
     pool = workers.get()
+    if not pool.ready.is_set():
+        # Fail fast rather than queue behind workers that are still starting.
+        raise ProblemError(
+            503,
+            "Restarting",
+            "The forecast workers are restarting after a request ran out of its time "
+            "budget; retry in a few seconds.",
+            slug="workers-restarting",
+            headers={"Retry-After": "3"},
+        )
     labels = [_future_times(s) for s in request.series]
     jobs = [
         pool.submit(s.values, s.period, s.horizon, s.model, s.levels, s.id) for s in request.series
@@ -154,7 +184,11 @@ async def create_forecasts(request: ForecastRequest) -> ForecastResponse:
         except TimeoutError as exc:
             for job in jobs:
                 job.cancel()
-            await asyncio.to_thread(pool.restart)  # stop the fits still running
+            # Stop the fits still running; this request answers now, not after the
+            # fresh workers have warmed up.
+            restart = asyncio.create_task(asyncio.to_thread(pool.restart))
+            _background.add(restart)
+            restart.add_done_callback(_background.discard)
             raise ProblemError(
                 503,
                 "Time budget exceeded",
