@@ -40,8 +40,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 @pytest.fixture(scope="session")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
-    """gateway, sentiment, nlp, vision and forecast, each with its sidecar, on Redis,
-    placement, scheduler and Zipkin."""
+    """gateway, sentiment, nlp, vision, forecast and orchestrator, each with its sidecar,
+    on Redis, placement, scheduler and Zipkin."""
     local = LocalSystem(
         RunFile.load().with_free_ports(),
         tmp_path_factory.mktemp("run"),
@@ -49,7 +49,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
     )
     _systems.append(local)
     try:
-        local.start(["sentiment", "nlp", "vision", "forecast", "gateway"])
+        local.start(["sentiment", "nlp", "vision", "forecast", "orchestrator", "gateway"])
         yield local
     finally:
         local.stop()

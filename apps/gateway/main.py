@@ -21,6 +21,7 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from apps.gateway.settings import GatewaySettings
 from apps.gateway.stats import TextStats, apply_event
+from apps.gateway.workflows import workflow_router
 from consort.contracts.analysis import TextAnalysis, aspect_sentiments
 from consort.contracts.catalog import Catalog, CatalogEntry, ServiceInfo
 from consort.contracts.common import FieldProblem, Problem
@@ -536,6 +537,7 @@ async def get_review(
 
 
 app.include_router(v1)
+app.include_router(workflow_router(sidecar, forward, settings.orchestrator_app_id))
 
 # -- events ------------------------------------------------------------------------------
 declare_subscriptions(

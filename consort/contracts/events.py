@@ -11,6 +11,14 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from consort.contracts.cases import (
+    CASES_CLOSED,
+    CASES_ESCALATED,
+    CASES_OPENED,
+    CaseClosed,
+    CaseEscalated,
+    CaseOpened,
+)
 from consort.contracts.common import ModelInfo
 from consort.contracts.reviews import (
     ReviewEntitiesExtracted,
@@ -19,6 +27,7 @@ from consort.contracts.reviews import (
 )
 from consort.contracts.sentiment import SentimentLabel
 from consort.contracts.vision import ImagesAnalyzed
+from consort.contracts.workflows import FORECASTS_PUBLISHED, SeriesOutlook
 
 PUBSUB = "pubsub"
 TEXTS_ANALYZED = "texts.analyzed"
@@ -108,6 +117,38 @@ TOPICS: tuple[Topic, ...] = (
         publishers=("vision",),
         subscribers=(),
         description="An image was analyzed (its hash, size, what was found; not the image).",
+    ),
+    Topic(
+        name=CASES_OPENED,
+        payload=CaseOpened,
+        version=1,
+        publishers=("orchestrator",),
+        subscribers=(),
+        description="A complaint opened a case that waits for a person's decision.",
+    ),
+    Topic(
+        name=CASES_ESCALATED,
+        payload=CaseEscalated,
+        version=1,
+        publishers=("orchestrator",),
+        subscribers=(),
+        description="Nobody decided on a case in time: it was escalated.",
+    ),
+    Topic(
+        name=CASES_CLOSED,
+        payload=CaseClosed,
+        version=1,
+        publishers=("orchestrator",),
+        subscribers=(),
+        description="A case was closed: approved, dismissed, expired, or failed.",
+    ),
+    Topic(
+        name=FORECASTS_PUBLISHED,
+        payload=SeriesOutlook,
+        version=1,
+        publishers=("orchestrator",),
+        subscribers=(),
+        description="A tracked series' forecast beside its recent anomaly scores, with alerts.",
     ),
 )
 
