@@ -217,6 +217,38 @@ class Sidecar:
                 )
         return response
 
+    # -- actors ---------------------------------------------------------------------------
+    async def invoke_actor(
+        self,
+        actor_type: str,
+        actor_id: str,
+        method: str,
+        *,
+        json: Any = None,
+        timeout_s: float | None = None,
+    ) -> Reply:
+        """Call `method` of the actor `actor_type`/`actor_id`, wherever placement puts it.
+
+        Returns the method's reply (a 200 with its JSON result). Raises `SidecarError` when
+        the method failed or no host of the actor type answered (`TargetUnavailable` when
+        the call timed out).
+        """
+        response = await self._request(
+            "POST",
+            f"/v1.0/actors/{actor_type}/{quote(actor_id, safe='')}/method/{method}",
+            json=json,
+            timeout_s=timeout_s,
+            span_name=f"actor {actor_type}.{method}",
+        )
+        if response.status >= 400:
+            code, message = _error_of(response)
+            raise SidecarError(
+                f"{actor_type}.{method} on {actor_id} failed: {message}",
+                status=response.status,
+                code=code,
+            )
+        return response
+
     # -- pub/sub --------------------------------------------------------------------------
     async def publish(
         self,

@@ -40,16 +40,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 @pytest.fixture(scope="session")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
-    """gateway, sentiment, nlp, vision, forecast and orchestrator, each with its sidecar,
-    on Redis, placement, scheduler and Zipkin."""
+    """gateway, sentiment, nlp, vision, forecast, anomaly and orchestrator, each with its
+    sidecar, on Redis, placement, scheduler and Zipkin."""
     local = LocalSystem(
         RunFile.load().with_free_ports(),
         tmp_path_factory.mktemp("run"),
         InfraPorts.free(),
+        # Series actors refit every 2 s while points arrive, so tests see reminders fire.
+        extra_env={"ANOMALY_REFIT_INTERVAL_S": "2"},
     )
     _systems.append(local)
     try:
-        local.start(["sentiment", "nlp", "vision", "forecast", "orchestrator", "gateway"])
+        local.start(
+            ["sentiment", "nlp", "vision", "forecast", "anomaly", "orchestrator", "gateway"]
+        )
         yield local
     finally:
         local.stop()

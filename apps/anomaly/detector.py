@@ -261,6 +261,9 @@ class AnomalyDetector:
         if len(s.values) < config.min_points:
             return False
         y, grid = self._regular()
+        if len(y) < config.min_points:
+            # Points closer together than `step` share a step: too few steps to fit yet.
+            return False
         best: tuple[float, str, list[float], Any] | None = None
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
@@ -312,6 +315,14 @@ class AnomalyDetector:
         s.fitted = True
         s.since_fit = 0
         return True
+
+    def window(self) -> list[PointScore]:
+        """The verdict on each point of the window, oldest first (as first given)."""
+        s = self.state
+        return [
+            self._stored(i, ScoreStatus.WARMING_UP if s.scores[i] is None else ScoreStatus.SCORED)
+            for i in range(len(s.timestamps))
+        ]
 
     def observe_many(self, points: Sequence[tuple[float, float]]) -> list[PointScore]:
         """Score points in the order given (an ingestion batch)."""

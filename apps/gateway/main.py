@@ -13,15 +13,23 @@ from datetime import UTC, datetime
 from functools import reduce
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from apps.gateway.settings import GatewaySettings
+from apps.gateway import metrics, workflows
+from apps.gateway.calls import (
+    ERRORS,
+    SidecarDep,
+    call_service,
+    forward,
+    install_passthrough,
+    kit,
+    settings,
+)
 from apps.gateway.stats import TextStats, apply_event
-from apps.gateway.workflows import workflow_router
 from consort.contracts.analysis import TextAnalysis, aspect_sentiments
 from consort.contracts.catalog import Catalog, CatalogEntry, ServiceInfo
 from consort.contracts.common import FieldProblem, Problem
@@ -63,8 +71,8 @@ from consort.contracts.vision import (
     Feature,
     ImageAnalysis,
 )
-from consort.dapr import EtagMismatch, Reply, Sidecar, SidecarError, TargetUnavailable
-from consort.errors import PROBLEM_JSON, ProblemError
+from consort.dapr import EtagMismatch, SidecarError, TargetUnavailable
+from consort.errors import ProblemError
 from consort.events import (
     AlreadyApplied,
     Bulk,
@@ -79,11 +87,9 @@ from consort.events import (
     delivery_response,
     read_tracked,
 )
-from consort.service import ServiceKit, create_app
+from consort.service import create_app
 
 log = logging.getLogger("gateway")
-settings = GatewaySettings()
-kit = ServiceKit(settings, version="1.0.0")
 
 STATS_KEY = "text-stats"
 DEAD_LETTERS_KEY = "dead-letters:{topic}"
@@ -98,79 +104,7 @@ app = create_app(
     docs_url="/docs",
 )
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": text}
-    for code, text in {
-        400: "The body is not valid JSON.",
-        413: "The body is over the size limit.",
-        415: "The body is not JSON.",
-        422: "A field breaks the contract; `errors` names each one and its limit.",
-        503: "The AI service did not answer in time; retry after the `Retry-After` seconds.",
-    }.items()
-}
-
-
-def sidecar() -> Sidecar:
-    return kit.sidecar
-
-
-SidecarDep = Annotated[Sidecar, Depends(sidecar)]
-
-
-async def call_service(sc: Sidecar, app_id: str, method: str, payload: BaseModel) -> Any:
-    """Invoke `method` on `app_id` with a JSON body and return its JSON."""
-    reply = await forward(sc, app_id, method, json=payload.model_dump(mode="json"))
-    return reply.json()
-
-
-async def forward(
-    sc: Sidecar,
-    app_id: str,
-    method: str,
-    *,
-    timeout_s: float | None = None,
-    **request: Any,
-) -> Reply:
-    """Invoke `method` on `app_id` and return its successful reply, mapping failures to
-    problems: unreachable or too slow is a 503, the service's own 4xx problem passes on."""
-    timeout_s = timeout_s or settings.invoke_timeout_s
-    try:
-        response = await sc.invoke(app_id, method, timeout_s=timeout_s, **request)
-    except TargetUnavailable as exc:
-        log.warning("%s unavailable: %s", app_id, exc)
-        raise ProblemError(
-            503,
-            "Service unavailable",
-            f"The {app_id} service did not answer within {timeout_s:g} s; try again shortly.",
-            slug="service-unavailable",
-            headers={"Retry-After": "2"},
-        ) from exc
-    if response.status < 400:
-        return response
-    if response.status < 500 and response.content_type.startswith(PROBLEM_JSON):
-        # The service's own problem (its limits are the contract's): pass it on unchanged.
-        raise _Passthrough(response.status, response.json())
-    log.error("%s answered %s: %s", app_id, response.status, response.text[:300])
-    raise ProblemError(
-        503 if response.status in (429, 502, 503, 504) else 502,
-        "Upstream failure",
-        f"The {app_id} service failed (HTTP {response.status}).",
-        slug="upstream-failure",
-        headers={"Retry-After": "2"},
-    )
-
-
-class _Passthrough(Exception):
-    def __init__(self, status: int, body: Any) -> None:
-        self.status = status
-        self.body = body
-
-
-@app.exception_handler(_Passthrough)
-async def _passthrough(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, _Passthrough)
-    return JSONResponse(exc.body, status_code=exc.status, media_type=PROBLEM_JSON)
-
+install_passthrough(app)
 
 v1 = APIRouter(prefix="/v1", responses=ERRORS)
 
@@ -537,7 +471,9 @@ async def get_review(
 
 
 app.include_router(v1)
-app.include_router(workflow_router(sidecar, forward, settings.orchestrator_app_id))
+app.include_router(metrics.router)
+metrics.install_events(app)
+app.include_router(workflows.router)
 
 # -- events ------------------------------------------------------------------------------
 declare_subscriptions(
@@ -547,6 +483,7 @@ declare_subscriptions(
         Subscription(PUBSUB, TEXTS_ANALYZED, "/events/texts-analyzed", bulk=Bulk()),
         Subscription(PUBSUB, REVIEWS_ENTITIES_EXTRACTED, "/events/review-results", bulk=Bulk()),
         Subscription(PUBSUB, REVIEWS_SENTIMENT_SCORED, "/events/review-results", bulk=Bulk()),
+        *metrics.SUBSCRIPTIONS,
         # Operators list every topic's dead letters through /v1/ops/dead-letters/{topic}.
         *(
             Subscription(PUBSUB, dead_letter(t), "/events/dead-letters", with_dead_letter=False)

@@ -25,6 +25,14 @@ class GatewaySettings(ServiceSettings):
         default=15.0,
         description="Longest wait for the forecast service (above its own time budget).",
     )
+    anomaly_app_id: str = Field(default="anomaly", description="App id of the anomaly service.")
+    anomaly_timeout_s: float = Field(
+        default=25.0,
+        description="Longest wait for the anomaly service (above its offline time budget).",
+    )
+    anomalies_kept: int = Field(
+        default=200, description="Recent `anomalies.detected` events kept for GET /v1/anomalies."
+    )
     vision_timeout_s: float = Field(
         default=30.0, description="Longest wait for the vision service (OCR of a large image)."
     )
@@ -44,7 +52,7 @@ class GatewaySettings(ServiceSettings):
         ),
     )
     catalog_apps: list[str] = Field(
-        default=["gateway", "nlp", "sentiment", "vision", "forecast", "orchestrator"],
+        default=["gateway", "nlp", "sentiment", "vision", "forecast", "anomaly", "orchestrator"],
         description="App ids the catalog asks for their description (JSON list in the env).",
     )
     catalog_timeout_s: float = Field(default=2.0, description="How long the catalog waits per app.")

@@ -10,7 +10,14 @@ import math
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from consort.contracts.common import ModelInfo
 
@@ -22,6 +29,10 @@ MAX_POINTS = 10_000
 MAX_PERIOD = 1_000
 #: Most points a series keeps in its window (the actor's state).
 MAX_WINDOW = 5_000
+#: A series id: it names the series' actor and sits in URLs, so no slashes or spaces.
+SERIES_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
+#: The event producers send points in (consumed by the anomaly service).
+METRICS_OBSERVED = "metrics.observed"
 
 
 class MetricPoint(BaseModel):
@@ -40,12 +51,30 @@ class MetricPoint(BaseModel):
         return value
 
 
+class SeriesConfig(BaseModel):
+    """How a series is modelled; set once when its first points arrive (defaults apply)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    period: int = Field(default=1, ge=1, le=MAX_PERIOD, description="Season length in steps.")
+    step_s: float = Field(default=60.0, gt=0, description="Spacing of the points, in seconds.")
+    threshold: float = Field(default=5.0, gt=0, description="|robust z| above this: anomalous.")
+
+
 class PointsIn(BaseModel):
-    """Points of one series, in any order; see `ScoreStatus` for late and repeated ones."""
+    """Points of one series, in any order (they are scored oldest first); see
+    `ScoreStatus` for late and repeated ones."""
 
     model_config = ConfigDict(extra="forbid")
 
     points: list[MetricPoint] = Field(min_length=1, max_length=MAX_POINTS)
+    config: SeriesConfig | None = Field(
+        default=None,
+        description=(
+            "How the series is modelled. Taken when the series is new (defaults otherwise); "
+            "another config for an existing series is a 409: delete the series first."
+        ),
+    )
 
 
 class DetectRequest(BaseModel):
@@ -53,7 +82,6 @@ class DetectRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    values: list[float] = Field(min_length=3, max_length=MAX_POINTS)
     period: int | None = Field(
         default=None,
         ge=1,
@@ -63,13 +91,24 @@ class DetectRequest(BaseModel):
     threshold: float | None = Field(
         default=None, gt=0, description="Robust z above which a point is anomalous."
     )
+    values: list[float] = Field(
+        min_length=3,
+        max_length=MAX_POINTS,
+        description="At least 3 values, and 2 * period + 1 with a seasonal period.",
+    )
 
     @field_validator("values")
     @classmethod
-    def _finite(cls, values: list[float]) -> list[float]:
+    def _finite_and_long_enough(cls, values: list[float], info: ValidationInfo) -> list[float]:
         for index, value in enumerate(values):
             if not math.isfinite(value):
                 raise ValueError(f"values[{index}] is not a finite number")
+        period = info.data.get("period")
+        if period is not None and period > 1 and len(values) < 2 * period + 1:
+            raise ValueError(
+                f"{len(values)} values are too few for period {period}: "
+                f"give at least 2 * period + 1 = {2 * period + 1}"
+            )
         return values
 
 
@@ -131,16 +170,6 @@ class AnomaliesDetected(BaseModel):
     detected_at: datetime
 
 
-class SeriesConfig(BaseModel):
-    """How a series is modelled; set once when its first points arrive (defaults apply)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    period: int = Field(default=1, ge=1, le=MAX_PERIOD, description="Season length in steps.")
-    step_s: float = Field(default=60.0, gt=0, description="Spacing of the points, in seconds.")
-    threshold: float = Field(default=5.0, gt=0, description="|robust z| above this: anomalous.")
-
-
 class SeriesSnapshot(BaseModel):
     """What one series' actor holds: its recent window of points and their scores.
 
@@ -156,3 +185,27 @@ class SeriesSnapshot(BaseModel):
     observed: int = Field(description="Points accepted since the series began.")
     fitted_at: datetime | None = Field(default=None, description="When the model was last fit.")
     model: ModelInfo
+
+
+class DetectResult(BaseModel):
+    """Scores of a whole series (offline mode), in the order of its values."""
+
+    period: int = Field(description="The seasonal period used (estimated when not given).")
+    threshold: float
+    scores: list[PointScore] = Field(description="One per value; `timestamp` is its index.")
+    anomalies: list[int] = Field(description="Indices of the anomalous values.")
+    model: ModelInfo
+
+
+class MetricsObserved(BaseModel):
+    """Data of a `metrics.observed` event: points of one series from any producer.
+
+    Consumers score them through the series' actor; a redelivered event's points are
+    duplicates there and change nothing.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    series: str = Field(pattern=SERIES_ID_PATTERN)
+    points: list[MetricPoint] = Field(min_length=1, max_length=MAX_POINTS)
+    config: SeriesConfig | None = None

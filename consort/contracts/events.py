@@ -11,6 +11,12 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from consort.contracts.anomaly import (
+    ANOMALIES_DETECTED,
+    METRICS_OBSERVED,
+    AnomaliesDetected,
+    MetricsObserved,
+)
 from consort.contracts.cases import (
     CASES_CLOSED,
     CASES_ESCALATED,
@@ -117,6 +123,22 @@ TOPICS: tuple[Topic, ...] = (
         publishers=("vision",),
         subscribers=(),
         description="An image was analyzed (its hash, size, what was found; not the image).",
+    ),
+    Topic(
+        name=METRICS_OBSERVED,
+        payload=MetricsObserved,
+        version=1,
+        publishers=("gateway",),
+        subscribers=("anomaly",),
+        description="Points of one metric series (from the gateway or any producer), to be scored.",
+    ),
+    Topic(
+        name=ANOMALIES_DETECTED,
+        payload=AnomaliesDetected,
+        version=1,
+        publishers=("anomaly",),
+        subscribers=("gateway", "orchestrator"),
+        description="A point of a series was anomalous: its score, expected value and range.",
     ),
     Topic(
         name=CASES_OPENED,

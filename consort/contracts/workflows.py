@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from consort.contracts.anomaly import SERIES_ID_PATTERN
 from consort.contracts.cases import (
     INSTANCE_ID_PATTERN,
     CaseOutcome,
@@ -45,8 +46,6 @@ MAX_TRIAGE_IMAGE_BASE64 = 4 * math.ceil(MAX_TRIAGE_IMAGE_BYTES / 3)
 MAX_TRIAGE_REQUEST_BYTES = MAX_TRIAGE_IMAGE_BASE64 + 64 * 1024
 #: Longest a person may be given to decide (each of the two waits).
 MAX_DECISION_TIMEOUT_S = 30 * 24 * 3600
-#: Series ids, as the anomaly service names them (they sit in its URLs: no slashes).
-SERIES_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
 #: Most series one forecast_and_alert run watches.
 MAX_WATCHED_SERIES = 50
 
@@ -214,7 +213,7 @@ class SeriesWatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    series: str = Field(pattern=SERIES_PATTERN, examples=["checkout.latency-ms"])
+    series: str = Field(pattern=SERIES_ID_PATTERN, examples=["checkout.latency-ms"])
     upper: float | None = Field(default=None, description="Alert when forecast above this.")
     lower: float | None = Field(default=None, description="Alert when forecast below this.")
 
@@ -371,7 +370,7 @@ class CaseFailure(BaseModel):
 
 
 class SeriesRead(BaseModel):
-    series: str = Field(pattern=SERIES_PATTERN)
+    series: str = Field(pattern=SERIES_ID_PATTERN)
     max_points: int = Field(ge=3)
 
 

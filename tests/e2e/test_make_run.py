@@ -14,6 +14,7 @@ import httpx
 
 from consort.processes import wait_until
 from consort.runtime import REPO
+from consort.system import RunFile
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -48,23 +49,24 @@ def test_consort_run_serves_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
         wait_until("consort run", endpoints.exists, 120, [])
         urls = json.loads(endpoints.read_text())["apps"]
         pids = json.loads((run_dir / "pids.json").read_text())
+        # Every app of dapr.yaml beside its sidecar, and the infrastructure.
+        apps = [a.app_id for a in RunFile.load().apps]
+        assert {
+            "gateway",
+            "sentiment",
+            "nlp",
+            "vision",
+            "forecast",
+            "anomaly",
+            "orchestrator",
+        } <= set(apps)
         assert set(pids) == {
             "zipkin",
             "redis",
             "placement",
             "scheduler",
-            "gateway",
-            "gateway-daprd",
-            "sentiment",
-            "sentiment-daprd",
-            "nlp",
-            "nlp-daprd",
-            "vision",
-            "vision-daprd",
-            "forecast",
-            "forecast-daprd",
-            "orchestrator",
-            "orchestrator-daprd",
+            *apps,
+            *(f"{a}-daprd" for a in apps),
         }
         response = httpx.post(
             f"{urls['gateway']['app']}/v1/text/sentiment",

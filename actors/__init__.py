@@ -1,0 +1,1 @@
+"""Dapr actor types: each interface apart from its implementation."""

@@ -1,0 +1,236 @@
+"""`MetricSeriesActor`: one metric series, scored online, in its own actor.
+
+One actor per series id. Dapr's turn-based concurrency means one call at a time per series,
+so the detector (apps/anomaly/detector.py, plain domain code) needs no locks, and series
+are scored in parallel with each other. The actor's state is one key, `series`: the
+series' config, the detector's whole state (its bounded window, model and recent errors),
+and when the model was last fit. It is written after every call that changes it, so a
+restarted app, or another host after a rebalance, resumes exactly where this one stopped.
+
+Memory stays bounded with many series: the window is bounded (`DetectorConfig.window`), and
+daprd deactivates actors idle for the configured idle timeout; a deactivated series costs
+nothing in the app until its next point.
+
+Refits. The detector refits by itself every `refit_points` points; a reminder also refits
+series whose points trickle in, every refit interval while new points arrive. A series with
+nothing new at a reminder unregisters it (and registers it again with its next points), so
+quiet series are not woken for nothing.
+
+Anomalies. Each point scored as anomalous is published as `anomalies.detected` with the
+event id `<series>:<timestamp>`, before the state is saved: a call that fails after
+publishing is retried by its caller, and the point is scored again and published under the
+same id, which consumers treat as the same event. At least once, never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from dapr.actor import Actor, ActorId, Remindable
+from dapr.actor.runtime.context import ActorRuntimeContext
+from pydantic import BaseModel, Field
+
+from actors.interfaces import MetricSeriesActorInterface, ObserveCommand, ObserveResult
+from apps.anomaly.detector import AnomalyDetector, DetectorConfig, DetectorState, model_info
+from consort.contracts.anomaly import (
+    ANOMALIES_DETECTED,
+    AnomaliesDetected,
+    MetricPoint,
+    PointScore,
+    ScoreStatus,
+    SeriesConfig,
+    SeriesSnapshot,
+)
+from consort.contracts.events import topic
+from consort.dapr import Sidecar
+
+log = logging.getLogger("anomaly.actor")
+
+STATE_KEY = "series"
+REFIT_REMINDER = "refit"
+
+
+def detector_config(config: SeriesConfig) -> DetectorConfig:
+    return DetectorConfig(period=config.period, step=config.step_s, threshold=config.threshold)
+
+
+def instant(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+class SeriesRecord(BaseModel):
+    """The actor's state."""
+
+    config: SeriesConfig
+    detector: DetectorState
+    fitted_at: datetime | None = None
+    refits: int = Field(default=0, description="Fits since the series began.")
+    reminder: bool = Field(default=False, description="Whether the refit reminder is set.")
+
+
+@dataclass(frozen=True)
+class SeriesServices:
+    """What the actor needs from its host app."""
+
+    sidecar: Sidecar
+    pubsub: str
+    source: str
+    default_config: SeriesConfig
+    refit_interval: timedelta
+
+
+class MetricSeriesActor(Actor, MetricSeriesActorInterface, Remindable):
+    def __init__(self, ctx: ActorRuntimeContext, actor_id: ActorId, services: SeriesServices):
+        super().__init__(ctx, actor_id)
+        self._services = services
+
+    @property
+    def series(self) -> str:
+        return self.id.id
+
+    # -- state ----------------------------------------------------------------------------
+    async def _load(self) -> SeriesRecord | None:
+        # The SDK's state manager caches the value while the actor is active: one read
+        # from the store per activation.
+        found, raw = await self._state_manager.try_get_state(STATE_KEY)
+        return SeriesRecord.model_validate(raw) if found else None
+
+    async def _store(self, record: SeriesRecord) -> None:
+        # Saved by the SDK when the method returns.
+        await self._state_manager.set_state(STATE_KEY, record.model_dump(mode="json"))
+
+    # -- methods --------------------------------------------------------------------------
+    async def observe(self, command: dict[str, Any]) -> dict[str, Any]:
+        cmd = ObserveCommand.model_validate(command)
+        record = await self._load()
+        if record is None:
+            config = cmd.config or self._services.default_config
+            record = SeriesRecord(
+                config=config, detector=DetectorState(config=detector_config(config))
+            )
+        elif cmd.config is not None and cmd.config != record.config:
+            return ObserveResult(
+                conflict=(
+                    f"series {self.series!r} is modelled with {record.config.model_dump()}; "
+                    "delete it first to model it otherwise"
+                )
+            ).model_dump(mode="json")
+        detector = AnomalyDetector(record.detector)
+        since_fit = record.detector.since_fit
+        points = [(p.t, p.v) for p in sorted(cmd.points, key=lambda p: p.t)]
+        # A fit can take a while: off the event loop, so other series keep being served.
+        scores = await asyncio.to_thread(detector.observe_many, points)
+        accepted = sum(s.status in (ScoreStatus.SCORED, ScoreStatus.WARMING_UP) for s in scores)
+        if accepted == 0:
+            return ObserveResult(scores=scores).model_dump(mode="json")
+        if record.detector.since_fit < since_fit + accepted:  # the detector refit itself
+            record.fitted_at = datetime.now(UTC)
+            record.refits += 1
+        anomalous = [s for s in scores if s.status is ScoreStatus.SCORED and s.is_anomaly]
+        await self._publish(record, anomalous)
+        if not record.reminder:
+            interval = self._services.refit_interval
+            await self.register_reminder(REFIT_REMINDER, b"", interval, interval)
+            record.reminder = True
+        await self._store(record)
+        return ObserveResult(scores=scores).model_dump(mode="json")
+
+    async def _publish(self, record: SeriesRecord, anomalous: list[PointScore]) -> None:
+        if not anomalous:
+            return
+        services = self._services
+        model = model_info(record.detector.config)
+        now = datetime.now(UTC)
+        for score in anomalous:
+            assert score.expected is not None and score.lower is not None
+            assert score.upper is not None and score.score is not None
+            at = instant(score.timestamp)
+            event = AnomaliesDetected(
+                series=self.series,
+                timestamp=at,
+                value=score.value,
+                expected=score.expected,
+                lower=score.lower,
+                upper=score.upper,
+                score=score.score,
+                threshold=record.config.threshold,
+                model=model,
+                detected_at=now,
+            )
+            await services.sidecar.publish(
+                services.pubsub,
+                ANOMALIES_DETECTED,
+                event.model_dump(mode="json"),
+                event_id=f"{self.series}:{at.isoformat()}",
+                source=services.source,
+                event_type=topic(ANOMALIES_DETECTED).event_type,
+            )
+        log.info("series %s: %d anomalous points published", self.series, len(anomalous))
+
+    async def snapshot(self) -> dict[str, Any] | None:
+        record = await self._load()
+        if record is None:
+            return None
+        detector = AnomalyDetector(record.detector)
+        scores = detector.window()
+        state = record.detector
+        return SeriesSnapshot(
+            series=self.series,
+            config=record.config,
+            points=[
+                MetricPoint(timestamp=instant(t), value=v)
+                for t, v in zip(state.timestamps, state.values, strict=True)
+            ],
+            scores=scores,
+            anomalies=sum(s.is_anomaly for s in scores),
+            observed=state.observed,
+            fitted_at=record.fitted_at,
+            model=detector.model,
+        ).model_dump(mode="json")
+
+    async def refit(self) -> bool:
+        record = await self._load()
+        if record is None:
+            return False
+        return await self._refit(record)
+
+    async def _refit(self, record: SeriesRecord) -> bool:
+        if not await asyncio.to_thread(AnomalyDetector(record.detector).refit):
+            return False
+        record.fitted_at = datetime.now(UTC)
+        record.refits += 1
+        await self._store(record)
+        return True
+
+    async def forget(self) -> bool:
+        record = await self._load()
+        if record is None:
+            return False
+        if record.reminder:
+            await self.unregister_reminder(REFIT_REMINDER)
+        await self._state_manager.remove_state(STATE_KEY)
+        return True
+
+    async def receive_reminder(
+        self,
+        name: str,
+        state: bytes,
+        due_time: timedelta,
+        period: timedelta,
+        ttl: timedelta | None = None,
+    ) -> None:
+        if name != REFIT_REMINDER:
+            return
+        record = await self._load()
+        if record is not None and record.detector.since_fit > 0 and await self._refit(record):
+            log.info("series %s refit by its reminder (fit %d)", self.series, record.refits)
+            return
+        # Nothing new since the last fit (or too few points to fit): the series is quiet.
+        await self.unregister_reminder(REFIT_REMINDER)
+        if record is not None:
+            record.reminder = False
+            await self._store(record)
