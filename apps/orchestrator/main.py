@@ -30,6 +30,7 @@ from grpc.aio import AioRpcError
 from pydantic import ValidationError
 
 from apps.orchestrator.settings import OrchestratorSettings
+from consort.contracts.anomaly import ANOMALIES_DETECTED, AnomaliesDetected
 from consort.contracts.cases import (
     CASES_CLOSED,
     INSTANCE_ID_PATTERN,
@@ -42,7 +43,7 @@ from consort.contracts.cases import (
     DecisionIn,
 )
 from consort.contracts.common import Problem
-from consort.contracts.events import topic
+from consort.contracts.events import PUBSUB, topic
 from consort.contracts.workflows import (
     DECISION_EVENT,
     FORECAST_AND_ALERT,
@@ -62,6 +63,7 @@ from consort.contracts.workflows import (
 )
 from consort.dapr import EtagMismatch, SidecarError
 from consort.errors import ProblemError, problem_response
+from consort.events import CloudEvent, Delivery, Subscription, declare_subscriptions, delivery
 from consort.service import ServiceKit, create_app
 from workflows import cases, forecast_and_alert, review_triage
 from workflows.services import Retry, Services, Targets
@@ -492,13 +494,9 @@ async def run_forecast_and_alert(
 )
 async def get_forecast_schedule() -> ForecastScheduleInfo:
     """The schedule (a Dapr job) and its latest runs."""
-    job = await kit.sidecar.get_job(FORECAST_JOB)
-    schedule = None
-    if job is not None:
-        data = job.get("data", {})
-        # daprd answers the job's data wrapped as a protobuf Value.
-        schedule = ForecastSchedule.model_validate(data.get("value", data))
-    return ForecastScheduleInfo(schedule=schedule, recent_runs=await _recent_runs())
+    return ForecastScheduleInfo(
+        schedule=await _current_schedule(), recent_runs=await _recent_runs()
+    )
 
 
 @app.put(
@@ -570,6 +568,46 @@ async def on_forecast_job(body: Annotated[Any, Body()]) -> JSONResponse:
     if started.created:
         await _remember_run(instance_id)
     return JSONResponse({"started": instance_id, "created": started.created})
+
+
+async def _current_schedule() -> ForecastSchedule | None:
+    job = await kit.sidecar.get_job(FORECAST_JOB)
+    if job is None:
+        return None
+    data = job.get("data", {})
+    # daprd answers the job's data wrapped as a protobuf Value.
+    return ForecastSchedule.model_validate(data.get("value", data))
+
+
+declare_subscriptions(app, [Subscription(PUBSUB, ANOMALIES_DETECTED, "/events/anomalies-detected")])
+
+
+@app.post("/events/anomalies-detected", include_in_schema=False)
+async def on_anomaly(envelope: Annotated[dict[str, Any], Body()]) -> JSONResponse:
+    """An anomalous point of a tracked series: forecast that series now, not at the next
+    scheduled run (once per series and schedule period, however many anomalies come)."""
+    try:
+        anomaly = AnomaliesDetected.model_validate(CloudEvent.model_validate(envelope).data)
+    except ValidationError as exc:
+        log.error("poison anomalies.detected event, dropped to dead letter: %s", exc)
+        return delivery(Delivery.DROP)
+    try:
+        schedule = await _current_schedule()
+        tracked = {w.series: w for w in schedule.series} if schedule else {}
+        watch = tracked.get(anomaly.series)
+        if schedule is None or watch is None:
+            return delivery(Delivery.SUCCESS)  # not a tracked series
+        period = int(anomaly.timestamp.timestamp()) // schedule.every_s * schedule.every_s
+        instance_id = f"forecast-and-alert-{anomaly.series}-{period}"
+        run = ForecastRunInput(series=[watch], horizon=schedule.horizon, model=schedule.model)
+        started = await _start(FORECAST_AND_ALERT, instance_id, run, Response())
+    except (SidecarError, AioRpcError) as exc:
+        log.warning("anomaly of %s not acted on yet: %s", anomaly.series, exc)
+        return delivery(Delivery.RETRY)
+    if started.created:
+        log.info("anomaly in %s: forecast run %s started", anomaly.series, instance_id)
+        await _remember_run(instance_id)
+    return delivery(Delivery.SUCCESS)
 
 
 async def _recent_runs() -> list[str]:
