@@ -25,6 +25,7 @@ from dapr.ext.workflow._durabletask.internal import orchestrator_service_pb2_grp
 from PIL import Image
 from skimage import data as samples
 
+from consort.cli import main as cli
 from consort.system import LocalSystem
 from tests.integration.helpers import eventually
 
@@ -457,3 +458,27 @@ def test_the_schedule_runs_forecasts_and_an_anomaly_runs_one_at_once(
     finally:
         assert api.delete(path).status_code == 204
     assert api.get(path).json()["schedule"] is None
+
+
+# -- the CLI ------------------------------------------------------------------------------------
+def test_the_cli_lists_shows_and_approves_a_case(
+    system: LocalSystem,
+    api: httpx.Client,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")
+    gateway = ["--gateway", system.url("gateway")]
+    wid = start(api, product="Acme kettle", decision_timeout_s=NEVER_S)
+    wait_step(api, wid, "awaiting_decision")
+    capsys.readouterr()
+    assert cli(["workflows", "list", *gateway]) == 0
+    assert wid in capsys.readouterr().out
+    assert cli(["workflows", "show", wid, *gateway]) == 0
+    shown = capsys.readouterr().out
+    assert "awaiting_decision" in shown and "case: open" in shown
+    assert cli(["workflows", "approve", wid, "--by", "cli", *gateway]) == 0
+    assert wait_done(api, wid)["output"]["outcome"] == "approved"
+    assert case(api, wid)["decided_by"] == "cli"
+    assert cli(["workflows", "approve", wid, *gateway]) == 1  # it is finished: a 409
+    assert "409" in capsys.readouterr().err
