@@ -17,11 +17,12 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Callable
+from datetime import datetime
 
 from pydantic import BaseModel
 
-from consort.contracts.cases import Case, CaseStatus
-from consort.contracts.workflows import ImageRef
+from consort.contracts.cases import Case, CaseEntry, CaseOutcome, CaseStatus
+from consort.contracts.workflows import CaseClosing, ImageRef
 from consort.dapr import EtagMismatch, Sidecar
 
 CASE_KEY = "case:{id}"
@@ -132,6 +133,63 @@ async def _add_to_index(sc: Sidecar, store: str, case_id: str) -> None:
             continue
         return
     raise EtagMismatch(f"gave up on {INDEX_KEY} after {ATTEMPTS} concurrent updates")
+
+
+# -- a case's transitions: the new case, or None when it is there already ----------------------
+def escalated(case: Case, level: int, at: datetime) -> Case | None:
+    """Escalated to `level`: only an open case, and only once per level."""
+    if case.status is not CaseStatus.OPEN or case.escalations >= level:
+        return None
+    entry = CaseEntry(at=at, what="escalated", detail=f"level {level}")
+    return case.model_copy(
+        update={
+            "status": CaseStatus.ESCALATED,
+            "escalations": level,
+            "history": [*case.history, entry],
+        }
+    )
+
+
+def closed(case: Case, closing: CaseClosing) -> Case | None:
+    """Closed with an outcome (approved, dismissed, expired): once; never a failed case."""
+    if case.status in (CaseStatus.CLOSED, CaseStatus.FAILED):
+        return None
+    detail = closing.outcome.value + (f" by {closing.by}" if closing.by else "")
+    return case.model_copy(
+        update={
+            "status": CaseStatus.CLOSED,
+            "outcome": closing.outcome,
+            "decision": closing.decision,
+            "decided_by": closing.by,
+            "note": closing.note,
+            "evidence": closing.evidence,
+            "closed_at": closing.at,
+            "history": [*case.history, CaseEntry(at=closing.at, what="closed", detail=detail)],
+        }
+    )
+
+
+def failed(case: Case, reason: str, at: datetime) -> Case | None:
+    """Failed (the compensation of a permanent failure): its evidence is gone with it."""
+    if case.status is CaseStatus.FAILED:
+        return None
+    return case.model_copy(
+        update={
+            "status": CaseStatus.FAILED,
+            "outcome": CaseOutcome.FAILED,
+            "evidence": None,
+            "failure": reason,
+            "closed_at": at,
+            "history": [*case.history, CaseEntry(at=at, what="failed", detail=reason[:200])],
+        }
+    )
+
+
+def terminated(case: Case, reason: str, at: datetime) -> Case | None:
+    """Closed because its workflow was terminated (which runs no more of its code)."""
+    return closed(
+        case, CaseClosing(case_id=case.id, outcome=CaseOutcome.TERMINATED, note=reason, at=at)
+    )
 
 
 # -- images ------------------------------------------------------------------------------------

@@ -270,23 +270,9 @@ def register(runtime: WorkflowRuntime, services: Services, policy: RetryPolicy) 
     async def case_escalate(ctx: WorkflowActivityContext, raw: Any) -> dict[str, Any]:
         escalation = CaseEscalation.model_validate(raw)
 
-        def escalate(case: Case) -> Case | None:
-            if case.status is not CaseStatus.OPEN or case.escalations >= escalation.level:
-                return None
-            return case.model_copy(
-                update={
-                    "status": CaseStatus.ESCALATED,
-                    "escalations": escalation.level,
-                    "history": [
-                        *case.history,
-                        CaseEntry(
-                            at=escalation.at, what="escalated", detail=f"level {escalation.level}"
-                        ),
-                    ],
-                }
-            )
-
-        case = await _update(escalation.case_id, escalate)
+        case = await _update(
+            escalation.case_id, lambda c: cases.escalated(c, escalation.level, escalation.at)
+        )
         await services.publish(
             CASES_ESCALATED,
             CaseEscalated(case_id=case.id, level=escalation.level, escalated_at=escalation.at),
@@ -317,27 +303,7 @@ def register(runtime: WorkflowRuntime, services: Services, policy: RetryPolicy) 
     async def case_close(ctx: WorkflowActivityContext, raw: Any) -> dict[str, Any]:
         closing = CaseClosing.model_validate(raw)
 
-        def close(case: Case) -> Case | None:
-            if case.status in (CaseStatus.CLOSED, CaseStatus.FAILED):
-                return None
-            detail = closing.outcome.value + (f" by {closing.by}" if closing.by else "")
-            return case.model_copy(
-                update={
-                    "status": CaseStatus.CLOSED,
-                    "outcome": closing.outcome,
-                    "decision": closing.decision,
-                    "decided_by": closing.by,
-                    "note": closing.note,
-                    "evidence": closing.evidence,
-                    "closed_at": closing.at,
-                    "history": [
-                        *case.history,
-                        CaseEntry(at=closing.at, what="closed", detail=detail),
-                    ],
-                }
-            )
-
-        case = await _update(closing.case_id, close)
+        case = await _update(closing.case_id, lambda c: cases.closed(c, closing))
         await _announce_closed(case)
         return case.model_dump(mode="json")
 
@@ -347,24 +313,7 @@ def register(runtime: WorkflowRuntime, services: Services, policy: RetryPolicy) 
         # Undo what the failed steps wrote, then record the failure.
         await cases.delete_evidence(sc, store, failure.case_id)
 
-        def fail(case: Case) -> Case | None:
-            if case.status is CaseStatus.FAILED:
-                return None
-            return case.model_copy(
-                update={
-                    "status": CaseStatus.FAILED,
-                    "outcome": CaseOutcome.FAILED,
-                    "evidence": None,
-                    "failure": failure.reason,
-                    "closed_at": failure.at,
-                    "history": [
-                        *case.history,
-                        CaseEntry(at=failure.at, what="failed", detail=failure.reason[:200]),
-                    ],
-                }
-            )
-
-        case = await _update(failure.case_id, fail)
+        case = await _update(failure.case_id, lambda c: cases.failed(c, failure.reason, failure.at))
         await _announce_closed(case)
         return case.model_dump(mode="json")
 

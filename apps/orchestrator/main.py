@@ -36,7 +36,6 @@ from consort.contracts.cases import (
     INSTANCE_ID_PATTERN,
     Case,
     CaseClosed,
-    CaseEntry,
     CaseList,
     CaseOutcome,
     CaseStatus,
@@ -389,23 +388,12 @@ async def terminate_workflow(
 async def _close_terminated_case(case_id: str, reason: str) -> None:
     """A terminated workflow runs no more code, so its case is closed here."""
     now = datetime.now(UTC)
-
-    def close(case: Case) -> Case | None:
-        if case.status in (CaseStatus.CLOSED, CaseStatus.FAILED):
-            return None
-        return case.model_copy(
-            update={
-                "status": CaseStatus.CLOSED,
-                "outcome": CaseOutcome.TERMINATED,
-                "closed_at": now,
-                "note": reason,
-                "history": [*case.history, CaseEntry(at=now, what="closed", detail=reason)],
-            }
-        )
-
     try:
         case, changed = await cases.update_case(
-            kit.sidecar, settings.statestore_name, case_id, close
+            kit.sidecar,
+            settings.statestore_name,
+            case_id,
+            lambda c: cases.terminated(c, reason, now),
         )
     except cases.CaseNotFound:
         return  # terminated before it opened one

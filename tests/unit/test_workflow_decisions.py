@@ -19,18 +19,28 @@ from consort.contracts.anomaly import (
     SeriesConfig,
     SeriesSnapshot,
 )
-from consort.contracts.cases import Priority
+from consort.contracts.cases import (
+    Case,
+    CaseEntry,
+    CaseOutcome,
+    CaseStatus,
+    Decision,
+    Evidence,
+    Priority,
+)
 from consort.contracts.common import ModelInfo
 from consort.contracts.forecast import FittedModel, Interval, SeriesForecast
 from consort.contracts.workflows import (
     MAX_TRIAGE_IMAGE_BASE64,
     AlertLevel,
+    CaseClosing,
     ForecastRunRequest,
     OutlookStatus,
     ReviewTriageRequest,
     SeriesHistory,
     SeriesWatch,
 )
+from workflows import cases
 from workflows.complaints import Assessment, assess
 from workflows.outlooks import alerts, can_forecast, history_of, outlook, step_times
 
@@ -227,3 +237,50 @@ def test_watched_series_are_unique_and_their_bounds_ordered() -> None:
         ForecastRunRequest.model_validate({"series": [{"series": "s"}, {"series": "s"}]})
     with pytest.raises(ValidationError):
         SeriesWatch(series="has/slash")
+
+
+# -- case transitions -----------------------------------------------------------------------------
+def new_case() -> Case:
+    return Case(
+        id="triage-r1",
+        review_id="r1",
+        status=CaseStatus.OPEN,
+        priority=Priority.NORMAL,
+        products=[],
+        defects=["crack"],
+        negative_aspects=[],
+        compound=-0.5,
+        excerpt="cracked",
+        opened_at=START,
+        history=[CaseEntry(at=START, what="opened")],
+    )
+
+
+def test_each_transition_happens_once_however_often_it_runs() -> None:
+    at = START + timedelta(hours=1)
+    escalated = cases.escalated(new_case(), 1, at)
+    assert escalated is not None and escalated.status is CaseStatus.ESCALATED
+    assert cases.escalated(escalated, 1, at) is None  # a replayed escalation
+    closing = CaseClosing(
+        case_id="triage-r1", outcome=CaseOutcome.APPROVED, decision=Decision.APPROVE, at=at
+    )
+    closed = cases.closed(escalated, closing)
+    assert closed is not None and (closed.status, closed.outcome) == ("closed", "approved")
+    assert [h.what for h in closed.history] == ["opened", "escalated", "closed"]
+    assert cases.closed(closed, closing) is None
+    assert cases.escalated(closed, 2, at) is None  # a closed case is not escalated
+    assert cases.terminated(closed, "stop", at) is None
+
+
+def test_a_failure_overrides_and_drops_the_evidence_and_nothing_reopens_it() -> None:
+    at = START + timedelta(hours=1)
+    evidence = Evidence(key="evidence:triage-r1", media_type="image/png", faces_redacted=1, bytes=9)
+    with_evidence = new_case().model_copy(update={"evidence": evidence})
+    failed = cases.failed(with_evidence, "vision refused", at)
+    assert failed is not None
+    assert (failed.status, failed.outcome, failed.evidence) == ("failed", "failed", None)
+    assert cases.failed(failed, "again", at) is None
+    closing = CaseClosing(case_id="triage-r1", outcome=CaseOutcome.EXPIRED, at=at)
+    assert cases.closed(failed, closing) is None
+    terminated = cases.terminated(new_case(), "duplicate", at)
+    assert terminated is not None and terminated.outcome is CaseOutcome.TERMINATED
