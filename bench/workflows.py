@@ -76,11 +76,17 @@ async def closed_loop(
     async def one() -> None:
         nonlocal errors
         started = time.perf_counter()
-        reply = await gateway.post(
-            "/v1/workflows/review-triage",
-            json={"review_id": f"b-{uuid.uuid4().hex[:16]}", "text": REVIEW},
-        )
+        try:
+            reply = await gateway.post(
+                "/v1/workflows/review-triage",
+                json={"review_id": f"b-{uuid.uuid4().hex[:16]}", "text": REVIEW},
+            )
+        except httpx.HTTPError as exc:
+            print(f"start failed: {exc!r}")
+            errors += 1
+            return
         if reply.status_code != 202:
+            print(f"start answered {reply.status_code}: {reply.text[:200]}")
             errors += 1
             return
         state = await engine.wait_for_workflow_completion(
@@ -120,7 +126,9 @@ async def closed_loop(
 async def run(system: LocalSystem, rounds: int) -> list[Run]:
     port = str(system.run_file.app("orchestrator").dapr_grpc_port)
     engine = DaprWorkflowClient(host="127.0.0.1", port=port)
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+    # Idle connections are dropped before uvicorn's own 5 s keep-alive ends: a connection
+    # reused as the server closes it fails the request (seen once at c=50).
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=2.0)
     async with httpx.AsyncClient(
         base_url=system.url("gateway"), timeout=60, limits=limits
     ) as gateway:
