@@ -14,7 +14,8 @@ nothing in the app until its next point.
 Refits. The detector refits by itself every `refit_points` points; a reminder also refits
 series whose points trickle in, every refit interval while new points arrive. A series with
 nothing new at a reminder unregisters it (and registers it again with its next points), so
-quiet series are not woken for nothing.
+quiet series are not woken for nothing; a series still warming up has no model to refit,
+and no reminder.
 
 Anomalies. Each point scored as anomalous is published as `anomalies.detected` with the
 event id `<series>:<timestamp>`, before the state is saved: a call that fails after
@@ -24,8 +25,8 @@ same id, which consumers treat as the same event. At least once, never lost.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,7 +36,14 @@ from dapr.actor.runtime.context import ActorRuntimeContext
 from pydantic import BaseModel, Field
 
 from actors.interfaces import MetricSeriesActorInterface, ObserveCommand, ObserveResult
-from apps.anomaly.detector import AnomalyDetector, DetectorConfig, DetectorState, model_info
+from apps.anomaly.detector import (
+    AnomalyDetector,
+    DetectorConfig,
+    DetectorState,
+    model_info,
+    observe_state,
+    refit_state,
+)
 from consort.contracts.anomaly import (
     ANOMALIES_DETECTED,
     AnomaliesDetected,
@@ -81,6 +89,10 @@ class SeriesServices:
     source: str
     default_config: SeriesConfig
     refit_interval: timedelta
+    #: Runs a function in a worker process and returns its result: fits hold the GIL for
+    #: tens of milliseconds to seconds, and in the app's process they would stall its
+    #: event loop, its health checks (daprd then takes the actors away) and other series.
+    offload: Callable[..., Awaitable[Any]]
 
 
 class MetricSeriesActor(Actor, MetricSeriesActorInterface, Remindable):
@@ -97,11 +109,14 @@ class MetricSeriesActor(Actor, MetricSeriesActorInterface, Remindable):
         # The SDK's state manager caches the value while the actor is active: one read
         # from the store per activation.
         found, raw = await self._state_manager.try_get_state(STATE_KEY)
-        return SeriesRecord.model_validate(raw) if found else None
+        return SeriesRecord.model_validate_json(raw) if found and raw else None
 
     async def _store(self, record: SeriesRecord) -> None:
-        # Saved by the SDK when the method returns.
-        await self._state_manager.set_state(STATE_KEY, record.model_dump(mode="json"))
+        # Saved by the SDK when the method returns. As a JSON *string*: Dapr's Redis state
+        # store re-encodes JSON values with jsoniter's ConfigFastest, which keeps 6 digits
+        # after the point (117.9209411939993 comes back 117.920941, and 1e-9 as 0), and a
+        # detector resumed from rounded numbers would not score as it would have.
+        await self._state_manager.set_state(STATE_KEY, record.model_dump_json())
 
     # -- methods --------------------------------------------------------------------------
     async def observe(self, command: dict[str, Any]) -> dict[str, Any]:
@@ -122,8 +137,12 @@ class MetricSeriesActor(Actor, MetricSeriesActorInterface, Remindable):
         detector = AnomalyDetector(record.detector)
         since_fit = record.detector.since_fit
         points = [(p.t, p.v) for p in sorted(cmd.points, key=lambda p: p.t)]
-        # A fit can take a while: off the event loop, so other series keep being served.
-        scores = await asyncio.to_thread(detector.observe_many, points)
+        if detector.fit_due(len(points)):
+            scores, record.detector = await self._services.offload(
+                observe_state, record.detector, points
+            )
+        else:  # scoring alone takes microseconds a point
+            scores = detector.observe_many(points)
         accepted = sum(s.status in (ScoreStatus.SCORED, ScoreStatus.WARMING_UP) for s in scores)
         if accepted == 0:
             return ObserveResult(scores=scores).model_dump(mode="json")
@@ -132,7 +151,7 @@ class MetricSeriesActor(Actor, MetricSeriesActorInterface, Remindable):
             record.refits += 1
         anomalous = [s for s in scores if s.status is ScoreStatus.SCORED and s.is_anomaly]
         await self._publish(record, anomalous)
-        if not record.reminder:
+        if not record.reminder and record.detector.fitted:  # a model to refit
             interval = self._services.refit_interval
             await self.register_reminder(REFIT_REMINDER, b"", interval, interval)
             record.reminder = True
@@ -199,8 +218,10 @@ class MetricSeriesActor(Actor, MetricSeriesActorInterface, Remindable):
         return await self._refit(record)
 
     async def _refit(self, record: SeriesRecord) -> bool:
-        if not await asyncio.to_thread(AnomalyDetector(record.detector).refit):
+        fitted, state = await self._services.offload(refit_state, record.detector)
+        if not fitted:
             return False
+        record.detector = state
         record.fitted_at = datetime.now(UTC)
         record.refits += 1
         await self._store(record)

@@ -54,7 +54,13 @@ from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 from statsmodels.tsa.seasonal import STL
 from statsmodels.tsa.stattools import acf
 
-from consort.contracts.anomaly import MAX_PERIOD, MAX_WINDOW, PointScore, ScoreStatus
+from consort.contracts.anomaly import (
+    MAX_PERIOD,
+    MAX_WINDOW,
+    DetectResult,
+    PointScore,
+    ScoreStatus,
+)
 from consort.contracts.common import ModelInfo
 
 #: MAD times this estimates the standard deviation of normal data.
@@ -324,9 +330,32 @@ class AnomalyDetector:
             for i in range(len(s.timestamps))
         ]
 
+    def fit_due(self, points: int) -> bool:
+        """Whether taking `points` more points would (likely) fit the model: a fit costs tens
+        of milliseconds to seconds, so callers run such batches off their event loop."""
+        s = self.state
+        if not s.fitted:
+            return len(s.values) + points >= self.config.min_points
+        return s.since_fit + points >= self.config.refit_points
+
     def observe_many(self, points: Sequence[tuple[float, float]]) -> list[PointScore]:
         """Score points in the order given (an ingestion batch)."""
         return [self.observe(t, v) for t, v in points]
+
+
+def observe_state(
+    state: DetectorState, points: Sequence[tuple[float, float]]
+) -> tuple[list[PointScore], DetectorState]:
+    """`observe_many` on a detector resumed from `state`: the scores and the new state. A
+    plain function of picklable values, to run in a worker process."""
+    detector = AnomalyDetector(state)
+    return detector.observe_many(points), detector.state
+
+
+def refit_state(state: DetectorState) -> tuple[bool, DetectorState]:
+    """`refit` on a detector resumed from `state`: whether it fit, and the new state."""
+    detector = AnomalyDetector(state)
+    return detector.refit(), detector.state
 
 
 def estimate_period(values: Sequence[float], max_period: int = MAX_PERIOD) -> int:
@@ -371,3 +400,27 @@ def score_series(
         updates["threshold"] = threshold
     detector = AnomalyDetector(config=base.model_copy(update=updates))
     return [detector.observe(float(i), float(v)) for i, v in enumerate(values)]
+
+
+def detect(values: Sequence[float], period: int | None, threshold: float) -> DetectResult:
+    """Offline mode as the service serves it: `score_series` and the anomalies' indices.
+
+    Raises:
+        ValueError: the (estimated) period needs more values than there are.
+    """
+    period = period or estimate_period(values)
+    if period > 1 and len(values) < 2 * period + 1:
+        raise ValueError(
+            f"the estimated period is {period} steps: {len(values)} values are too few, "
+            f"give at least {2 * period + 1} or set `period`"
+        )
+    # Offline, the timestamps are the values' indices: one step apart.
+    config = DetectorConfig(period=period, threshold=threshold)
+    scores = score_series(values, period, config=config)
+    return DetectResult(
+        period=period,
+        threshold=threshold,
+        scores=scores,
+        anomalies=[i for i, s in enumerate(scores) if s.is_anomaly],
+        model=model_info(config),
+    )

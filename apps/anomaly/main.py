@@ -13,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import AsyncIterator
+import multiprocessing
+import os
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Body, FastAPI, Response
 from fastapi import Path as PathParam
@@ -26,7 +29,7 @@ from pydantic import ValidationError
 
 from actors.interfaces import METRIC_SERIES_ACTOR, ObserveCommand, ObserveResult, TimedValue
 from actors.metric_series import MetricSeriesActor, SeriesServices, detector_config
-from apps.anomaly.detector import DetectorConfig, estimate_period, model_info, score_series
+from apps.anomaly.detector import detect, model_info
 from apps.anomaly.settings import AnomalySettings
 from consort.actors import actor_runtime_config, mount_actor_runtime, register_actor
 from consort.contracts.anomaly import (
@@ -59,6 +62,7 @@ from consort.service import ServiceKit, create_app
 from consort.telemetry import tracer as get_tracer
 
 log = logging.getLogger("anomaly")
+T = TypeVar("T")
 tracer = get_tracer("anomaly")
 settings = AnomalySettings()
 kit = ServiceKit(settings, version="1.0.0")
@@ -66,6 +70,31 @@ kit = ServiceKit(settings, version="1.0.0")
 SeriesId = Annotated[
     str, PathParam(pattern=SERIES_ID_PATTERN, description="The series id (1 to 200 characters).")
 ]
+
+
+def _start_fitter() -> ProcessPoolExecutor:
+    # One BLAS thread per worker: the workers are the parallelism (as in forecast).
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = "1"
+    pool = ProcessPoolExecutor(
+        settings.fit_processes, mp_context=multiprocessing.get_context("spawn")
+    )
+    # Warm up: the first fit should not pay for importing statsmodels in each worker.
+    warm = [
+        pool.submit(detect, [1.0, 2.0, 3.0, 2.0] * 5, 1, 5.0) for _ in range(settings.fit_processes)
+    ]
+    for future in warm:
+        future.result()
+    return pool
+
+
+fitters = kit.load_model("fit-workers", _start_fitter)
+
+
+async def offload(function: Callable[..., T], *args: Any) -> T:
+    """Run `function(*args)` in a fit worker process (waiting for the workers at start-up)."""
+    pool = await fitters.wait()
+    return await asyncio.get_running_loop().run_in_executor(pool, function, *args)
 
 
 @asynccontextmanager
@@ -84,12 +113,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         source=settings.app_id,
         default_config=settings.default_series,
         refit_interval=timedelta(seconds=settings.refit_interval_s),
+        offload=offload,
     )
     await register_actor(
         MetricSeriesActor,
         actor_factory=lambda ctx, actor_id: MetricSeriesActor(ctx, actor_id, services),
     )
     yield
+    if (pool := fitters.loaded) is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 app = create_app(
@@ -189,37 +221,27 @@ async def refit_series(series: SeriesId) -> Any:
 
 
 @app.post("/v1/anomalies/detect", response_model=DetectResult, tags=["anomalies"])
-async def detect(request: DetectRequest) -> DetectResult:
+async def detect_anomalies(request: DetectRequest) -> DetectResult:
     """Score a whole series at once (offline mode), as the online detector would have."""
-
-    def run() -> DetectResult:
-        period = request.period or estimate_period(request.values)
-        if period > 1 and len(request.values) < 2 * period + 1:
-            raise ProblemError(
-                422,
-                "Invalid request",
-                f"the estimated period is {period} steps: {len(request.values)} values are "
-                f"too few, give at least {2 * period + 1} or set `period`",
-                slug="validation-error",
-                errors=[FieldProblem(field="body.values", message="too short for the period")],
-            )
-        # Offline, the timestamps are the values' indices: one step apart.
-        config = DetectorConfig(period=period, threshold=request.threshold or settings.threshold)
-        scores = score_series(request.values, period, config=config)
-        return DetectResult(
-            period=period,
-            threshold=config.threshold,
-            scores=scores,
-            anomalies=[i for i, s in enumerate(scores) if s.is_anomaly],
-            model=model_info(config),
-        )
-
     try:
         async with asyncio.timeout(settings.detect_time_budget_s), _detect_slot:
             with tracer.start_as_current_span(
                 "model.infer", attributes={"values": len(request.values)}
             ):
-                return await asyncio.to_thread(run)
+                return await offload(
+                    detect,
+                    request.values,
+                    request.period,
+                    request.threshold or settings.threshold,
+                )
+    except ValueError as exc:
+        raise ProblemError(
+            422,
+            "Invalid request",
+            str(exc),
+            slug="validation-error",
+            errors=[FieldProblem(field="body.values", message="too short for the period")],
+        ) from exc
     except TimeoutError as exc:
         raise ProblemError(
             503,

@@ -42,6 +42,11 @@ class AnomalySettings(ServiceSettings):
     ingest_parallel_series: int = Field(
         default=16, ge=1, description="Series of one event delivery scored at once."
     )
+    fit_processes: int = Field(
+        default=2,
+        ge=1,
+        description="Worker processes that fit series models (about one per core).",
+    )
     detect_time_budget_s: float = Field(
         default=20.0,
         gt=0,

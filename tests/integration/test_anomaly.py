@@ -1,0 +1,274 @@
+"""Anomaly detection through real sidecars: series actors, their state, reminders and events."""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from consort.system import LocalSystem
+from tests.integration.helpers import eventually
+
+START = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def series_id() -> str:
+    return f"test.{uuid.uuid4().hex[:12]}"
+
+
+def points(values: list[float], *, start: datetime = START, step_s: float = 60) -> list[dict]:
+    return [
+        {"timestamp": (start + timedelta(seconds=i * step_s)).isoformat(), "value": v}
+        for i, v in enumerate(values)
+    ]
+
+
+def daily_cycle(n: int, spike_at: int | None = None) -> list[float]:
+    """A season of 24 steps with a little deterministic noise, and one spike."""
+    values = [100 + 20 * math.sin(2 * math.pi * i / 24) + 1.5 * math.sin(7.3 * i) for i in range(n)]
+    if spike_at is not None:
+        values[spike_at] += 60
+    return values
+
+
+def post_points(system: LocalSystem, series: str, body: dict[str, Any], **params: Any) -> Any:
+    return httpx.post(
+        f"{system.url('gateway')}/v1/metrics/{series}/points", json=body, params=params, timeout=30
+    )
+
+
+def snapshot(system: LocalSystem, series: str) -> httpx.Response:
+    return httpx.get(f"{system.url('gateway')}/v1/metrics/{series}", timeout=10)
+
+
+def test_a_seasonal_spike_is_scored_published_and_reaches_subscribers(system: LocalSystem) -> None:
+    series = series_id()
+    config = {"period": 24, "step_s": 3600, "threshold": 5}
+    values = daily_cycle(24 * 8, spike_at=24 * 7 + 5)
+    history = points(values[: 24 * 7], step_s=3600)
+    fresh = points(values, step_s=3600)[24 * 7 :]
+
+    first = post_points(system, series, {"points": history, "config": config})
+    assert first.status_code == 200, first.text
+    statuses = [s["status"] for s in first.json()["scores"]]
+    # Warming up until the first fit (2 seasons and a point), scored from then on.
+    assert statuses[: 2 * 24 + 1] == ["warming_up"] * (2 * 24 + 1)
+    assert set(statuses[2 * 24 + 1 :]) == {"scored"}
+    assert first.json()["model"]["name"] == "stl-robust-z"
+
+    scored = post_points(system, series, {"points": fresh}).json()["scores"]
+    flagged = [i for i, s in enumerate(scored) if s["is_anomaly"]]
+    assert flagged == [5]
+    spike = scored[5]
+    assert not spike["lower"] <= spike["value"] <= spike["upper"]
+    assert spike["expected"] == pytest.approx(values[24 * 7 + 5] - 60, abs=6)
+
+    # The anomaly left as an `anomalies.detected` event; the gateway keeps it.
+    def recent() -> list[dict[str, Any]]:
+        response = httpx.get(
+            f"{system.url('gateway')}/v1/anomalies", params={"series": series}, timeout=10
+        )
+        return response.json()["anomalies"]
+
+    (event,) = eventually(recent, lambda found: len(found) == 1)
+    assert event["value"] == pytest.approx(spike["value"])
+    assert event["score"] == pytest.approx(spike["score"])
+    assert datetime.fromisoformat(event["timestamp"]) == datetime.fromisoformat(
+        fresh[5]["timestamp"]
+    )
+
+
+def test_duplicates_change_nothing_and_late_points_are_rejected(system: LocalSystem) -> None:
+    series = series_id()
+    sent = points([float(v % 7) for v in range(30)])
+    first = post_points(system, series, {"points": sent}).json()["scores"]
+    before = snapshot(system, series).json()
+
+    again = post_points(system, series, {"points": sent[-3:]}).json()["scores"]
+    assert [s["status"] for s in again] == ["duplicate"] * 3
+    for repeated, original in zip(again, first[-3:], strict=True):
+        assert repeated["score"] == pytest.approx(original["score"])  # the first verdict
+        assert repeated["is_anomaly"] == original["is_anomaly"]
+    late = {**sent[10], "value": 99.0}  # an old timestamp with another value
+    older = {"timestamp": (START - timedelta(minutes=5)).isoformat(), "value": 1.0}
+    rejected = post_points(system, series, {"points": [late, older]}).json()["scores"]
+    assert [s["status"] for s in rejected] == ["late", "late"]
+    assert snapshot(system, series).json() == before
+
+
+def test_points_sent_as_events_are_scored_by_the_actor(system: LocalSystem) -> None:
+    series = series_id()
+    sent = points([10.0 + (i % 5) for i in range(40)])
+    halves = [sent[:20], sent[20:]]
+    for half in halves:
+        accepted = post_points(system, series, {"points": half}, wait="false")
+        assert accepted.status_code == 202
+        assert accepted.json()["points"] == 20
+
+    found = eventually(
+        lambda: snapshot(system, series),
+        lambda r: r.status_code == 200 and r.json()["observed"] == 40,
+    ).json()
+    assert [p["value"] for p in found["points"]] == [p["value"] for p in sent]
+
+
+def test_a_malformed_event_goes_to_the_dead_letter_topic(system: LocalSystem) -> None:
+    event_id = f"poison-{uuid.uuid4().hex}"
+    published = httpx.post(
+        f"{system.sidecar_url('gateway')}/v1.0/publish/pubsub/metrics.observed",
+        content=json.dumps(
+            {
+                "specversion": "1.0",
+                "id": event_id,
+                "source": "test",
+                "type": "consort.metrics.observed.v1",
+                "datacontenttype": "application/json",
+                "data": {"series": "has spaces", "points": [{"value": "NaN"}]},
+            }
+        ),
+        headers={"content-type": "application/cloudevents+json"},
+    )
+    assert published.status_code == 204
+
+    def dead_letter_ids() -> list[str]:
+        response = httpx.get(
+            f"{system.url('gateway')}/v1/ops/dead-letters/metrics.observed", timeout=10
+        )
+        return [d["id"] for d in response.json()["dead_letters"]]
+
+    eventually(dead_letter_ids, lambda ids: event_id in ids, deadline_s=30)
+
+
+def test_the_refit_reminder_fires_while_points_arrive(system: LocalSystem) -> None:
+    series = series_id()
+    sent_at = datetime.now(UTC)
+    # The detector fits by itself at the 10th point; the 20 after it wait for the reminder.
+    assert (
+        post_points(
+            system, series, {"points": points([5.0 + i % 3 for i in range(30)])}
+        ).status_code
+        == 200
+    )
+    fitted = datetime.fromisoformat(snapshot(system, series).json()["fitted_at"])
+    assert fitted >= sent_at - timedelta(seconds=1)
+
+    refit = eventually(
+        lambda: datetime.fromisoformat(snapshot(system, series).json()["fitted_at"]),
+        lambda at: at > fitted + timedelta(seconds=1),
+        deadline_s=20,
+    )
+    assert refit > fitted
+
+
+def test_series_state_survives_a_crash_of_the_anomaly_app(system: LocalSystem) -> None:
+    series = series_id()
+    sent = points(daily_cycle(60))
+    config = {"period": 24, "step_s": 60}
+    assert post_points(system, series, {"points": sent[:55], "config": config}).status_code == 200
+    before = snapshot(system, series).json()
+
+    system.stop_app("anomaly", kill=True)  # SIGKILL: nothing flushed on the way out
+    try:
+        system.start_app("anomaly")
+        system.wait_app("anomaly")
+        after = eventually(lambda: snapshot(system, series), lambda r: r.status_code == 200)
+    finally:
+        if "anomaly" not in {p.name for p in system.supervisor}:
+            system.start_app("anomaly")
+            system.wait_app("anomaly")
+    # Everything but the time of the last fit, which the refit reminder may have moved.
+    assert {**after.json(), "fitted_at": None} == {**before, "fitted_at": None}
+    # And scoring goes on where it stopped: the next points are scored, not warming up.
+    more = post_points(system, series, {"points": sent[55:]}).json()["scores"]
+    assert {s["status"] for s in more} == {"scored"}
+    assert snapshot(system, series).json()["observed"] == 60
+
+
+def test_another_config_for_an_existing_series_is_a_conflict(system: LocalSystem) -> None:
+    series = series_id()
+    assert post_points(system, series, {"points": points([1.0, 2.0])}).status_code == 200
+    response = post_points(system, series, {"points": points([3.0]), "config": {"period": 7}})
+    assert response.status_code == 409
+    assert "delete it first" in response.json()["detail"]
+    deleted = httpx.delete(f"{system.url('gateway')}/v1/metrics/{series}", timeout=10)
+    assert deleted.status_code == 204
+    assert snapshot(system, series).status_code == 404
+    retried = post_points(system, series, {"points": points([3.0]), "config": {"period": 7}})
+    assert retried.status_code == 200
+
+
+def test_offline_detection_finds_the_spike(system: LocalSystem) -> None:
+    values = daily_cycle(24 * 6, spike_at=24 * 5)
+    response = httpx.post(
+        f"{system.url('gateway')}/v1/anomalies/detect", json={"values": values}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["period"] == 24  # estimated from the data
+    assert result["anomalies"] == [24 * 5]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field", "says"),
+    [
+        (
+            "metrics/s1/points",
+            {"points": [{"timestamp": START.isoformat(), "value": "high"}]},
+            "body.points.0.value",
+            "number",
+        ),
+        (
+            "metrics/s1/points",
+            {"points": [{"timestamp": START.isoformat(), "value": math.nan}]},
+            "body.points.0.value",
+            "finite",
+        ),
+        (
+            "metrics/s1/points",
+            {"points": [{"timestamp": "2026-03-01T00:00:00", "value": 1}]},
+            "body.points.0.timestamp",
+            "timezone",
+        ),
+        ("metrics/s1/points", {"points": []}, "body.points", "at least 1"),
+        ("metrics/s1/points", {"points": points([1.0] * 10_001)}, "body.points", "10000"),
+        (
+            "metrics/s1/points",
+            {"points": points([1.0]), "config": {"period": 1001}},
+            "body.config.period",
+            "1000",
+        ),
+        (
+            "anomalies/detect",
+            {"values": [1, 2, 3, 4], "period": 3},
+            "body.values",
+            "2 * period + 1",
+        ),
+        ("anomalies/detect", {"values": [1, 2]}, "body.values", "at least 3"),
+        ("anomalies/detect", {"values": [1, 2, math.inf]}, "body.values", "finite"),
+    ],
+)
+def test_bad_input_is_a_clear_422(
+    system: LocalSystem, path: str, body: dict[str, Any], field: str, says: str
+) -> None:
+    response = httpx.post(
+        f"{system.url('gateway')}/v1/{path}",
+        content=json.dumps(body),  # as sent by clients that write NaN and Infinity
+        headers={"content-type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problems = {e["field"]: e["message"] for e in response.json()["errors"]}
+    assert field in problems, problems
+    assert says in problems[field] or says in response.json()["detail"], problems
+
+
+def test_a_series_id_that_cannot_name_an_actor_is_rejected(system: LocalSystem) -> None:
+    response = httpx.get(f"{system.url('gateway')}/v1/metrics/{'x' * 201}", timeout=10)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "path.series"
