@@ -3,6 +3,7 @@
 consort run [--apps gateway,sentiment]   start everything (what `make run` does)
 consort stop                             stop what `consort run` started, from any shell
 consort serve MODULE:APP                 serve one app on $APP_PORT (used in dapr.yaml)
+consort workflows list|show|approve      cases and workflows, through the gateway
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from consort import workflow_commands
 from consort.processes import StartupError, Supervisor
 from consort.runtime import REPO, RuntimeMissing
 from consort.system import InfraPorts, LocalSystem, RunFile, default_run_dir
@@ -215,7 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     trace_cmd.add_argument("--zipkin", help="Zipkin's URL (default: the running system's)")
     serve = sub.add_parser("serve", help="serve one app on $APP_PORT")
     serve.add_argument("target", help="MODULE:APP, e.g. apps.gateway.main:app")
+    workflow_commands.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "workflows":
+        return workflow_commands.run(args)
     if args.command == "serve":
         return _serve(args.target)
     commands = {"run": _run, "stop": _stop, "status": _status, "trace": _trace}

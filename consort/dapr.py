@@ -24,6 +24,8 @@ from consort.logging import traceparent_var
 from consort.settings import SidecarSettings
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
+#: The jobs API of daprd 1.18 (still alpha in name).
+JOBS_API = "/v1.0-alpha1/jobs"
 _tracer = trace.get_tracer("consort.dapr")
 
 
@@ -362,3 +364,72 @@ class Sidecar:
         if response.status == 409 or "failed to set key" in message:
             raise EtagMismatch(message, status=response.status, code=code)
         raise SidecarError(f"state write failed: {message}", status=response.status, code=code)
+
+    async def delete_state(self, store: str, key: str) -> None:
+        """Delete `key` (deleting an absent key is not an error)."""
+        response = await self._request(
+            "DELETE",
+            f"/v1.0/state/{store}/{quote(key, safe='')}",
+            span_name=f"state delete {store}",
+        )
+        if response.status not in (200, 204):
+            code, message = _error_of(response)
+            raise SidecarError(f"state delete failed: {message}", status=response.status, code=code)
+
+    # -- jobs (the scheduler) -----------------------------------------------------------
+    async def schedule_job(
+        self,
+        name: str,
+        *,
+        data: Any,
+        schedule: str | None = None,
+        due_time: str | None = None,
+        overwrite: bool = True,
+    ) -> None:
+        """Schedule the job `name` on the scheduler; daprd calls the app's `/job/<name>`
+        with `data` as the body each time it is due.
+
+        Args:
+            name: the job's name, unique per app.
+            data: a JSON value handed back on every trigger.
+            schedule: `@every 30s`, a cron expression (with seconds), `@hourly`, ...
+            due_time: when it is first due (RFC 3339 or a Go duration).
+            overwrite: replace a job of the same name (else that is an error).
+        """
+        body: dict[str, Any] = {"data": data, "overwrite": overwrite}
+        if schedule:
+            body["schedule"] = schedule
+        if due_time:
+            body["dueTime"] = due_time
+        response = await self._request(
+            "POST", f"{JOBS_API}/{quote(name, safe='')}", json=body, span_name=f"job {name}"
+        )
+        if response.status not in (200, 204):
+            code, message = _error_of(response)
+            raise SidecarError(
+                f"scheduling job {name} failed: {message}", status=response.status, code=code
+            )
+
+    async def get_job(self, name: str) -> dict[str, Any] | None:
+        """The job `name` (`schedule`, `data`, ...), or None when there is none."""
+        response = await self._request(
+            "GET", f"{JOBS_API}/{quote(name, safe='')}", span_name=f"job get {name}"
+        )
+        if response.status == 200:
+            job: dict[str, Any] = response.json()
+            return job
+        code, message = _error_of(response)
+        if response.status in (404, 500) and "not found" in message.lower():
+            return None
+        raise SidecarError(f"reading job {name} failed: {message}", status=response.status)
+
+    async def delete_job(self, name: str) -> None:
+        """Delete the job `name` (an absent job is not an error)."""
+        response = await self._request(
+            "DELETE", f"{JOBS_API}/{quote(name, safe='')}", span_name=f"job delete {name}"
+        )
+        if response.status not in (200, 204):
+            code, message = _error_of(response)
+            if "not found" in message.lower():
+                return
+            raise SidecarError(f"deleting job {name} failed: {message}", status=response.status)

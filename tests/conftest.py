@@ -40,8 +40,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 @pytest.fixture(scope="session")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
-    """gateway, sentiment, nlp, vision, forecast and anomaly, each with its sidecar, on
-    Redis, placement, scheduler and Zipkin."""
+    """gateway, sentiment, nlp, vision, forecast, anomaly and orchestrator, each with its
+    sidecar, on Redis, placement, scheduler and Zipkin."""
     local = LocalSystem(
         RunFile.load().with_free_ports(),
         tmp_path_factory.mktemp("run"),
@@ -51,7 +51,9 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
     )
     _systems.append(local)
     try:
-        local.start(["sentiment", "nlp", "vision", "forecast", "anomaly", "gateway"])
+        local.start(
+            ["sentiment", "nlp", "vision", "forecast", "anomaly", "orchestrator", "gateway"]
+        )
         yield local
     finally:
         local.stop()

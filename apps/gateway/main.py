@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from apps.gateway import metrics
+from apps.gateway import metrics, workflows
 from apps.gateway.calls import (
     ERRORS,
     SidecarDep,
@@ -473,6 +473,7 @@ async def get_review(
 app.include_router(v1)
 app.include_router(metrics.router)
 metrics.install_events(app)
+app.include_router(workflows.router)
 
 # -- events ------------------------------------------------------------------------------
 declare_subscriptions(

@@ -4,6 +4,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from consort.contracts.vision import MAX_IMAGE_BYTES
+from consort.contracts.workflows import MAX_TRIAGE_REQUEST_BYTES
 from consort.settings import ServiceSettings, app_id_field
 
 
@@ -17,6 +18,9 @@ class GatewaySettings(ServiceSettings):
     nlp_app_id: str = Field(default="nlp", description="App id of the nlp service.")
     vision_app_id: str = Field(default="vision", description="App id of the vision service.")
     forecast_app_id: str = Field(default="forecast", description="App id of the forecast service.")
+    orchestrator_app_id: str = Field(
+        default="orchestrator", description="App id of the orchestrator (workflows)."
+    )
     forecast_timeout_s: float = Field(
         default=15.0,
         description="Longest wait for the forecast service (above its own time budget).",
@@ -34,7 +38,10 @@ class GatewaySettings(ServiceSettings):
     )
     body_limits: dict[str, int] = Field(
         # An image of MAX_IMAGE_BYTES, with room for a multipart envelope.
-        default={"/v1/images": MAX_IMAGE_BYTES + 64 * 1024},
+        default={
+            "/v1/images": MAX_IMAGE_BYTES + 64 * 1024,
+            "/v1/workflows/review-triage": MAX_TRIAGE_REQUEST_BYTES,
+        },
         description="Body limits (bytes) for paths under given prefixes.",
     )
     invoke_timeout_s: float = Field(
@@ -45,7 +52,7 @@ class GatewaySettings(ServiceSettings):
         ),
     )
     catalog_apps: list[str] = Field(
-        default=["gateway", "nlp", "sentiment", "vision", "forecast", "anomaly"],
+        default=["gateway", "nlp", "sentiment", "vision", "forecast", "anomaly", "orchestrator"],
         description="App ids the catalog asks for their description (JSON list in the env).",
     )
     catalog_timeout_s: float = Field(default=2.0, description="How long the catalog waits per app.")

@@ -17,6 +17,14 @@ from consort.contracts.anomaly import (
     AnomaliesDetected,
     MetricsObserved,
 )
+from consort.contracts.cases import (
+    CASES_CLOSED,
+    CASES_ESCALATED,
+    CASES_OPENED,
+    CaseClosed,
+    CaseEscalated,
+    CaseOpened,
+)
 from consort.contracts.common import ModelInfo
 from consort.contracts.reviews import (
     ReviewEntitiesExtracted,
@@ -25,6 +33,7 @@ from consort.contracts.reviews import (
 )
 from consort.contracts.sentiment import SentimentLabel
 from consort.contracts.vision import ImagesAnalyzed
+from consort.contracts.workflows import FORECASTS_PUBLISHED, SeriesOutlook
 
 PUBSUB = "pubsub"
 TEXTS_ANALYZED = "texts.analyzed"
@@ -130,6 +139,38 @@ TOPICS: tuple[Topic, ...] = (
         publishers=("anomaly",),
         subscribers=("gateway", "orchestrator"),
         description="A point of a series was anomalous: its score, expected value and range.",
+    ),
+    Topic(
+        name=CASES_OPENED,
+        payload=CaseOpened,
+        version=1,
+        publishers=("orchestrator",),
+        subscribers=(),
+        description="A complaint opened a case that waits for a person's decision.",
+    ),
+    Topic(
+        name=CASES_ESCALATED,
+        payload=CaseEscalated,
+        version=1,
+        publishers=("orchestrator",),
+        subscribers=(),
+        description="Nobody decided on a case in time: it was escalated.",
+    ),
+    Topic(
+        name=CASES_CLOSED,
+        payload=CaseClosed,
+        version=1,
+        publishers=("orchestrator",),
+        subscribers=(),
+        description="A case was closed: approved, dismissed, expired, or failed.",
+    ),
+    Topic(
+        name=FORECASTS_PUBLISHED,
+        payload=SeriesOutlook,
+        version=1,
+        publishers=("orchestrator",),
+        subscribers=(),
+        description="A tracked series' forecast beside its recent anomaly scores, with alerts.",
     ),
 )
 

@@ -51,7 +51,15 @@ def test_consort_run_serves_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
         pids = json.loads((run_dir / "pids.json").read_text())
         # Every app of dapr.yaml beside its sidecar, and the infrastructure.
         apps = [a.app_id for a in RunFile.load().apps]
-        assert {"gateway", "sentiment", "nlp", "vision", "forecast", "anomaly"} <= set(apps)
+        assert {
+            "gateway",
+            "sentiment",
+            "nlp",
+            "vision",
+            "forecast",
+            "anomaly",
+            "orchestrator",
+        } <= set(apps)
         assert set(pids) == {
             "zipkin",
             "redis",
