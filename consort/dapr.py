@@ -249,6 +249,31 @@ class Sidecar:
             )
         return response
 
+    async def actor_api(
+        self, http_method: str, actor_type: str, actor_id: str, path: str, data: bytes | None
+    ) -> bytes:
+        """One call to the sidecar's actor API for an actor this app hosts (its state,
+        reminders, timers, methods): `/v1.0/actors/<type>/<id>/<path>`. Returns the body.
+
+        Raises:
+            SidecarError: the sidecar answered an error.
+        """
+        response = await self._request(
+            http_method,
+            f"/v1.0/actors/{actor_type}/{quote(actor_id, safe='')}/{path}",
+            data=data,
+            headers={"content-type": "application/json"} if data is not None else None,
+            span_name=f"actor {actor_type} {path.split('/')[0]}",
+        )
+        if response.status >= 400:
+            code, message = _error_of(response)
+            raise SidecarError(
+                f"actor {actor_type}/{actor_id} {path}: {message}",
+                status=response.status,
+                code=code,
+            )
+        return response.body
+
     # -- pub/sub --------------------------------------------------------------------------
     async def publish(
         self,

@@ -117,6 +117,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     await register_actor(
         MetricSeriesActor,
+        kit.sidecar,
         actor_factory=lambda ctx, actor_id: MetricSeriesActor(ctx, actor_id, services),
     )
     yield
