@@ -320,6 +320,14 @@ class Sidecar:
             item["metadata"] = dict(metadata)
         await self._write(f"/v1.0/state/{store}", [item])
 
+    async def delete_states(self, store: str, keys: list[str]) -> None:
+        """Delete several keys in one state transaction (absent keys are no error)."""
+        if keys:
+            await self._write(
+                f"/v1.0/state/{store}/transaction",
+                {"operations": [{"operation": "delete", "request": {"key": k}} for k in keys]},
+            )
+
     async def _write(self, url: str, body: Any) -> None:
         response = await self._request("POST", url, json=body, span_name="state save")
         if response.status in (200, 201, 204):

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
+from apps.gateway import recommendations
 from apps.gateway.settings import GatewaySettings
 from apps.gateway.stats import TextStats, apply_event
 from consort.contracts.analysis import TextAnalysis, aspect_sentiments
@@ -536,6 +537,9 @@ async def get_review(
 
 
 app.include_router(v1)
+app.include_router(
+    recommendations.router(sidecar=sidecar, forward=forward, settings=settings, responses=ERRORS)
+)
 
 # -- events ------------------------------------------------------------------------------
 declare_subscriptions(

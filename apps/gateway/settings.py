@@ -17,6 +17,9 @@ class GatewaySettings(ServiceSettings):
     nlp_app_id: str = Field(default="nlp", description="App id of the nlp service.")
     vision_app_id: str = Field(default="vision", description="App id of the vision service.")
     forecast_app_id: str = Field(default="forecast", description="App id of the forecast service.")
+    recommender_app_id: str = Field(
+        default="recommender", description="App id of the recommender service."
+    )
     forecast_timeout_s: float = Field(
         default=15.0,
         description="Longest wait for the forecast service (above its own time budget).",
@@ -37,7 +40,7 @@ class GatewaySettings(ServiceSettings):
         ),
     )
     catalog_apps: list[str] = Field(
-        default=["gateway", "nlp", "sentiment", "vision", "forecast"],
+        default=["gateway", "nlp", "sentiment", "vision", "forecast", "recommender"],
         description="App ids the catalog asks for their description (JSON list in the env).",
     )
     catalog_timeout_s: float = Field(default=2.0, description="How long the catalog waits per app.")

@@ -12,6 +12,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from consort.contracts.common import ModelInfo
+from consort.contracts.recommender import InteractionRecorded
 from consort.contracts.reviews import (
     ReviewEntitiesExtracted,
     ReviewSentimentScored,
@@ -26,6 +27,7 @@ REVIEWS_SUBMITTED = "reviews.submitted"
 REVIEWS_ENTITIES_EXTRACTED = "reviews.entities-extracted"
 REVIEWS_SENTIMENT_SCORED = "reviews.sentiment-scored"
 IMAGES_ANALYZED = "images.analyzed"
+INTERACTIONS_RECORDED = "interactions.recorded"
 
 
 def dead_letter(topic: str) -> str:
@@ -108,6 +110,14 @@ TOPICS: tuple[Topic, ...] = (
         publishers=("vision",),
         subscribers=(),
         description="An image was analyzed (its hash, size, what was found; not the image).",
+    ),
+    Topic(
+        name=INTERACTIONS_RECORDED,
+        payload=InteractionRecorded,
+        version=1,
+        publishers=("gateway",),
+        subscribers=("recommender",),
+        description="A user viewed, added to a cart or bought an item (the recommender learns).",
     ),
 )
 

@@ -63,6 +63,8 @@ def test_consort_run_serves_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
             "vision-daprd",
             "forecast",
             "forecast-daprd",
+            "recommender",
+            "recommender-daprd",
         }
         response = httpx.post(
             f"{urls['gateway']['app']}/v1/text/sentiment",

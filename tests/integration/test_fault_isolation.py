@@ -48,6 +48,7 @@ def test_gateway_answers_503_within_its_deadline(system: LocalSystem, sentiment_
         "sentiment": "unreachable",
         "vision": "available",
         "forecast": "available",
+        "recommender": "available",
     }
 
 

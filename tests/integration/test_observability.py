@@ -116,7 +116,7 @@ def test_catalog_reads_the_running_system(system: LocalSystem) -> None:
     response = httpx.get(f"{system.url('gateway')}/v1/catalog", timeout=10)
     assert response.status_code == 200
     services = {s["app_id"]: s for s in response.json()["services"]}
-    assert set(services) == {"gateway", "nlp", "sentiment", "vision", "forecast"}
+    assert set(services) == {"gateway", "nlp", "sentiment", "vision", "forecast", "recommender"}
     assert {s["status"] for s in services.values()} == {"available"}
     sentiment = services["sentiment"]["info"]
     assert sentiment["models"] == [{"name": "vader", "version": "3.3.2"}]
