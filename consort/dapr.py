@@ -250,6 +250,55 @@ class Sidecar:
             )
         return event_id
 
+    async def publish_bulk(
+        self,
+        pubsub: str,
+        topic: str,
+        events: Mapping[str, Any],
+        *,
+        source: str = "consort",
+        event_type: str | None = None,
+    ) -> list[str]:
+        """Publish many CloudEvents in one call (each `event id -> data`); returns the ids
+        of those not published (the broker took the others). Not transactional: resend
+        the failed ones under the same ids."""
+        if not events:
+            return []
+        entries = [
+            {
+                "entryId": event_id,
+                "contentType": CLOUDEVENTS_JSON,
+                "event": {
+                    "specversion": "1.0",
+                    "id": event_id,
+                    "source": source,
+                    "type": event_type or f"consort.{topic}.v1",
+                    "datacontenttype": "application/json",
+                    "data": data,
+                },
+            }
+            for event_id, data in events.items()
+        ]
+        response = await self._request(
+            "POST",
+            f"/v1.0/publish/bulk/{pubsub}/{topic}",
+            data=jsonlib.dumps(entries).encode(),
+            headers={"content-type": "application/json"},
+            span_name=f"publish bulk {topic}",
+        )
+        if response.status in (200, 204):
+            return []
+        try:
+            failed = [str(e["entryId"]) for e in response.json().get("failedEntries") or []]
+        except (ValueError, AttributeError, KeyError, TypeError):
+            failed = []
+        if not failed:
+            code, message = _error_of(response)
+            raise SidecarError(
+                f"bulk publish to {topic} failed: {message}", status=response.status, code=code
+            )
+        return failed
+
     # -- state ----------------------------------------------------------------------------
     async def get_state(self, store: str, key: str) -> StateItem | None:
         """Read `key`, or None when it is absent."""

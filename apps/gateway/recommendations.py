@@ -7,7 +7,6 @@ service invocation, with the same error mapping as every other route of the gate
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import uuid
@@ -41,7 +40,7 @@ from consort.contracts.recommender import (
     UserInteractions,
     UserRequest,
 )
-from consort.dapr import Reply, Sidecar
+from consort.dapr import Reply, Sidecar, SidecarError
 from consort.errors import ProblemError
 
 
@@ -117,21 +116,16 @@ def router(
             )
             for i, x in zip(ids, submission.interactions, strict=True)
         }
-        outcomes = await asyncio.gather(
-            *(
-                sc.publish(
-                    settings.pubsub_name,
-                    INTERACTIONS_RECORDED,
-                    data.model_dump(mode="json"),
-                    event_id=i,
-                    source=settings.app_id,
-                    event_type=recorded.event_type,
-                )
-                for i, data in events.items()
-            ),
-            return_exceptions=True,
-        )
-        failed = [i for i, o in zip(events, outcomes, strict=True) if isinstance(o, BaseException)]
+        try:
+            failed = await sc.publish_bulk(
+                settings.pubsub_name,
+                INTERACTIONS_RECORDED,
+                {i: data.model_dump(mode="json") for i, data in events.items()},
+                source=settings.app_id,
+                event_type=recorded.event_type,
+            )
+        except SidecarError:
+            failed = list(events)
         if failed:
             raise ProblemError(
                 503,

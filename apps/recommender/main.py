@@ -20,13 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import multiprocessing
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Body, FastAPI
 from fastapi.responses import JSONResponse
@@ -35,10 +39,11 @@ from pydantic import ValidationError
 from apps.recommender.als import AlsModel
 from apps.recommender.interactions import Interaction, InteractionKind, InteractionStore
 from apps.recommender.persistence import ModelStore, journal_key, manifest_key
-from apps.recommender.recommend import ModelSet, Recommender, TrainingSnapshot, train_models
+from apps.recommender.recommend import ModelSet, Recommender
 from apps.recommender.rules import AssociationRules
 from apps.recommender.settings import RecommenderSettings
 from apps.recommender.snapshot import Snapshot
+from apps.recommender.training import train
 from consort.contracts.common import FieldProblem, ModelInfo
 from consort.contracts.events import INTERACTIONS_RECORDED, PUBSUB
 from consort.contracts.recommender import (
@@ -85,6 +90,7 @@ store = ModelStore(
     chunk_bytes=settings.snapshot_chunk_bytes,
     kept=settings.snapshots_kept,
 )
+T = TypeVar("T")
 IMPLICIT = ModelInfo(name="implicit", version=package_version("implicit"))
 
 
@@ -106,6 +112,7 @@ class Service:
         self.last_training_s: float | None = None
         self.snapshot: SnapshotInfo | None = None
         self.retraining: asyncio.Task[None] | None = None
+        self.workers: ProcessPoolExecutor | None = None
 
     # -- start-up --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -239,18 +246,18 @@ class Service:
             log.exception("retraining failed; the serving models stay")
 
     async def retrain(self) -> ModelSet:
-        """Train ALS and mine the rules beside the serving models, swap them in, save them."""
+        """Train ALS and mine the rules beside the serving models (in a worker process),
+        swap them in, save the snapshot."""
         recommender = self.serving()
         started = time.perf_counter()
         async with self.learning:
             frozen = recommender.store.copy()
             journal_from = self.journal_next
         version = recommender.next_version()
-
-        def train() -> tuple[TrainingSnapshot, bytes, AlsModel | None, AssociationRules]:
-            snapshot = TrainingSnapshot.of(frozen)
-            als, rules = train_models(
-                snapshot,
+        with tracer.start_as_current_span("model.train", attributes={"version": version}):
+            result = await self._in_worker(
+                train,
+                frozen,
                 version=version,
                 als_parameters=settings.als_parameters,
                 min_support=settings.rules_min_support,
@@ -258,33 +265,61 @@ class Service:
                 max_len=settings.rules_max_len,
                 min_users=settings.als_min_users,
             )
-            return snapshot, frozen.to_bytes(), als, rules
-
-        with tracer.start_as_current_span("model.train", attributes={"version": version}):
-            snapshot, store_bytes, als, rules = await asyncio.to_thread(train)
+            als, rules = await asyncio.to_thread(
+                lambda: (
+                    AlsModel.from_bytes(result.als) if result.als is not None else None,
+                    AssociationRules.from_bytes(result.rules),
+                )
+            )
         installed = recommender.registry.install(als=als, rules=rules)
-        self.trained_events = snapshot.events
+        self.trained_events = result.events
         self.trained_at = datetime.now(UTC)
         self.last_training_s = round(time.perf_counter() - started, 3)
         self._announce(installed)
         log.info(
-            "model version %d serving (%d events, %d users, %d items, %d rules) after %.2f s",
+            "model version %d serving (%d events, %d users, %d items, %d rules) after %.2f s "
+            "(%.2f s training)",
             installed.version,
-            snapshot.events,
-            len(snapshot.matrix.users),
-            len(snapshot.matrix.items),
-            len(rules),
+            result.events,
+            result.users,
+            result.items,
+            result.rules_count,
             self.last_training_s,
+            result.seconds,
         )
-        await self._persist(store_bytes, installed, journal_from)
+        snapshot = Snapshot(
+            version=installed.version,
+            interactions=result.store,
+            # Too few users for ALS this time: the serving ALS (if any) stays, and is saved.
+            als=result.als
+            if result.als is not None or installed.als is None
+            else await asyncio.to_thread(installed.als.to_bytes),
+            rules=result.rules,
+        )
+        await self._persist(snapshot, journal_from)
         return installed
 
-    async def _persist(self, store_bytes: bytes, models: ModelSet, journal_from: int) -> None:
-        data = await asyncio.to_thread(lambda: Snapshot.of(store_bytes, models).to_bytes())
+    async def _in_worker(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`function(*args, **kwargs)` in the training process (started on first use, and
+        again if it died)."""
+        if self.workers is None:
+            self.workers = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        loop = asyncio.get_running_loop()
         try:
-            manifest = await store.save(models.version, data, journal_from)
+            return await loop.run_in_executor(
+                self.workers, functools.partial(function, *args, **kwargs)
+            )
+        except BrokenProcessPool:
+            self.workers.shutdown(wait=False, cancel_futures=True)
+            self.workers = None
+            raise
+
+    async def _persist(self, snapshot: Snapshot, journal_from: int) -> None:
+        data = await asyncio.to_thread(snapshot.to_bytes)
+        try:
+            manifest = await store.save(snapshot.version, data, journal_from)
         except SidecarError as exc:  # the journal still holds everything: nothing is lost
-            log.error("snapshot of version %d not saved: %s", models.version, exc)
+            log.error("snapshot of version %d not saved: %s", snapshot.version, exc)
             return
         self.snapshot = SnapshotInfo(
             version=manifest.version,
@@ -391,6 +426,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        if service.workers is not None:
+            service.workers.shutdown(wait=False, cancel_futures=True)
 
 
 app = create_app(
