@@ -10,10 +10,12 @@ import pytest
 from pydantic import ValidationError
 
 from apps.gateway.recommendations import event_id
-from apps.recommender.als import AlsParameters
+from apps.recommender.als import AlsModel, AlsParameters
 from apps.recommender.interactions import Interaction, InteractionKind, InteractionStore
 from apps.recommender.recommend import Recommender, TrainingSnapshot, train_models
+from apps.recommender.rules import AssociationRules
 from apps.recommender.snapshot import Snapshot, split
+from apps.recommender.training import train
 from consort.contracts.recommender import (
     InteractionIn,
     InteractionRecorded,
@@ -161,3 +163,27 @@ def test_event_ids_are_given_derived_from_content_and_time_or_random() -> None:
     assert event_id(timed) != event_id(InteractionIn(user="u", item="i", time=WHEN, weight=2))
     untimed = InteractionIn(user="u", item="i")
     assert event_id(untimed) != event_id(untimed)
+
+
+def test_a_training_run_gives_back_the_models_as_bytes() -> None:
+    recommender = learnt(BASKETS)
+    result = train(
+        recommender.store.copy(),
+        version=3,
+        als_parameters=SMALL_ALS,
+        min_support=0.001,
+        min_confidence=0.5,
+        max_len=10,
+        min_users=2,
+    )
+    assert (result.version, result.events, result.users, result.items) == (3, 6, 4, 3)
+    assert result.store == recommender.store.to_bytes()
+    assert result.als is not None
+    als, rules = AlsModel.from_bytes(result.als), AssociationRules.from_bytes(result.rules)
+    expected_als, expected_rules = train_models(
+        recommender.snapshot(), version=3, als_parameters=SMALL_ALS, min_users=2
+    )
+    assert expected_als is not None
+    assert als.to_bytes() == expected_als.to_bytes()
+    assert rules.rules == expected_rules.rules
+    assert result.rules_count == len(expected_rules)
