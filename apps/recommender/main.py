@@ -35,6 +35,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Body, FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from threadpoolctl import threadpool_limits
 
 from apps.recommender.als import AlsModel
 from apps.recommender.interactions import Interaction, InteractionKind, InteractionStore
@@ -43,7 +44,7 @@ from apps.recommender.recommend import ModelSet, Recommender
 from apps.recommender.rules import AssociationRules
 from apps.recommender.settings import RecommenderSettings
 from apps.recommender.snapshot import Snapshot
-from apps.recommender.training import train
+from apps.recommender.training import die_with_parent, train
 from consort.contracts.common import FieldProblem, ModelInfo
 from consort.contracts.events import INTERACTIONS_RECORDED, PUBSUB
 from consort.contracts.recommender import (
@@ -111,7 +112,11 @@ class Service:
         self.trained_at: datetime | None = None
         self.last_training_s: float | None = None
         self.snapshot: SnapshotInfo | None = None
-        self.retraining: asyncio.Task[None] | None = None
+        # One trainer runs retrainings one after another; asking while one is under way
+        # queues one more (with data as of the ask), however often it is asked.
+        self.wanted = asyncio.Event()
+        self.running = False
+        self.installing = False
         self.workers: ProcessPoolExecutor | None = None
 
     # -- start-up --------------------------------------------------------------------------
@@ -229,27 +234,41 @@ class Service:
     # -- training --------------------------------------------------------------------------
     @property
     def training(self) -> bool:
-        return self.retraining is not None and not self.retraining.done()
+        return self.running or self.wanted.is_set()
 
     def trigger(self) -> RetrainAccepted:
-        """Start a retraining unless one is under way."""
+        """Retrain now, or right after the retraining under way (which may have copied the
+        interactions before this call)."""
         serving = self.serving().registry.current.version
-        started = not self.training
-        if started:
-            self.retraining = asyncio.create_task(self._retrain())
-        return RetrainAccepted(serving_version=serving, next_version=serving + 1, started=started)
+        queued = self.running
+        self.wanted.set()
+        return RetrainAccepted(
+            serving_version=serving,
+            # Under way and not installed yet: that one is serving + 1, ours the next.
+            next_version=serving + (2 if self.installing else 1),
+            started=not queued,
+        )
 
-    async def _retrain(self) -> None:
-        try:
-            await self.retrain()
-        except Exception:  # the serving models stay; the next tick tries again
-            log.exception("retraining failed; the serving models stay")
+    async def trainer(self) -> None:
+        """Run the retrainings asked for, one at a time."""
+        await self.loaded.wait()
+        while True:
+            await self.wanted.wait()
+            self.wanted.clear()
+            self.running = True
+            try:
+                await self.retrain()
+            except Exception:  # the serving models stay; the next ask tries again
+                log.exception("retraining failed; the serving models stay")
+            finally:
+                self.running = self.installing = False
 
     async def retrain(self) -> ModelSet:
         """Train ALS and mine the rules beside the serving models (in a worker process),
         swap them in, save the snapshot."""
         recommender = self.serving()
         started = time.perf_counter()
+        self.installing = True
         async with self.learning:
             frozen = recommender.store.copy()
             journal_from = self.journal_next
@@ -272,6 +291,7 @@ class Service:
                 )
             )
         installed = recommender.registry.install(als=als, rules=rules)
+        self.installing = False
         self.trained_events = result.events
         self.trained_at = datetime.now(UTC)
         self.last_training_s = round(time.perf_counter() - started, 3)
@@ -303,7 +323,9 @@ class Service:
         """`function(*args, **kwargs)` in the training process (started on first use, and
         again if it died)."""
         if self.workers is None:
-            self.workers = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self.workers = ProcessPoolExecutor(
+                1, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent
+            )
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(
@@ -347,9 +369,7 @@ class Service:
             await asyncio.sleep(settings.retrain_interval_s)
             recommender = self.serving()
             if recommender.store.events != self.trained_events and not self.training:
-                self.trigger()
-            if self.retraining is not None:
-                await asyncio.shield(self.retraining)
+                self.wanted.set()
 
     def _announce(self, models: ModelSet) -> None:
         kit.extra_models[:] = [
@@ -416,16 +436,22 @@ kit.add_readiness_check("recommender", _readiness)
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     global service
+    # One BLAS thread: a request's algebra is small (64 x 64), and OpenBLAS's idle threads
+    # spinning beside the event loop and the training process cost more than they give.
+    threadpool_limits(limits=1, user_api="blas")
     service = Service()
-    tasks = [asyncio.create_task(service.start()), asyncio.create_task(service.schedule())]
+    tasks = [
+        asyncio.create_task(service.start()),
+        asyncio.create_task(service.schedule()),
+        asyncio.create_task(service.trainer()),
+    ]
     try:
         yield
     finally:
-        for task in [*tasks, service.retraining]:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         if service.workers is not None:
             service.workers.shutdown(wait=False, cancel_futures=True)
 
@@ -545,14 +571,25 @@ async def model_status() -> ModelStatus:
 
 @app.post("/v1/model/retrain", status_code=202, response_model=RetrainAccepted, tags=["operations"])
 async def retrain() -> RetrainAccepted:
-    """Start retraining ALS and the rules now; `GET /v1/model` shows the new version."""
+    """Retrain ALS and the rules now (or right after the retraining under way);
+    `GET /v1/model` shows the new version once it serves."""
     return running().trigger()
 
 
 # -- events --------------------------------------------------------------------------------
+# A short wait: daprd's bulk subscriber for Redis holds at most the component's
+# `concurrency` (16) messages in flight, so a batch never reaches 100 and would otherwise
+# always wait the whole window; ingestion runs at about 16 events per (wait + handling).
 declare_subscriptions(
     app,
-    [Subscription(PUBSUB, INTERACTIONS_RECORDED, "/events/interactions-recorded", bulk=Bulk())],
+    [
+        Subscription(
+            PUBSUB,
+            INTERACTIONS_RECORDED,
+            "/events/interactions-recorded",
+            bulk=Bulk(max_await_ms=settings.events_max_await_ms),
+        )
+    ],
 )
 
 

@@ -72,6 +72,11 @@ class RecommenderSettings(ServiceSettings):
     snapshots_kept: int = Field(
         default=2, ge=1, description="Model snapshots kept in the state store, newest first."
     )
+    events_max_await_ms: int = Field(
+        default=5,
+        ge=1,
+        description="How long daprd waits to fill a bulk delivery of interactions.recorded.",
+    )
     event_wait_s: float = Field(
         default=30.0,
         gt=0,

@@ -11,12 +11,24 @@ the models back).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import signal
 import time
 from dataclasses import dataclass
 
 from apps.recommender.als import AlsParameters
 from apps.recommender.interactions import InteractionStore
 from apps.recommender.recommend import TrainingSnapshot, train_models
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Worker initializer: end this process when the service that started it ends, even
+    by SIGKILL (Linux; elsewhere a no-op)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass(frozen=True)

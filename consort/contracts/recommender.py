@@ -281,8 +281,10 @@ class ModelStatus(BaseModel):
 
 
 class RetrainAccepted(BaseModel):
-    """A retraining was started (or one was already under way)."""
+    """A retraining was asked for: it starts now, or right after the one under way."""
 
     serving_version: int
-    next_version: int = Field(description="The version the new models will serve under.")
-    started: bool = Field(description="False: a training was already under way.")
+    next_version: int = Field(
+        description="The version of the first models trained on what was learnt by now."
+    )
+    started: bool = Field(description="False: it runs after the retraining under way.")
