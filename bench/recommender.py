@@ -53,8 +53,9 @@ K = 10
 
 
 # -- the benchmark -------------------------------------------------------------------------------
-#: Answers other than 200 seen by the benchmark's clients, by status (0: no answer).
-FAILURES: Counter[int] = Counter()
+#: Answers other than 200 seen by the benchmark's clients: by status, or by the client's
+#: exception when there was no answer.
+FAILURES: Counter[str] = Counter()
 
 
 def getter(
@@ -65,11 +66,11 @@ def getter(
     async def call() -> bool:
         try:
             response = await client.get(next(cycle))
-        except httpx.HTTPError:
-            FAILURES[0] += 1
+        except httpx.HTTPError as exc:
+            FAILURES[type(exc).__name__] += 1
             return False
         if response.status_code != 200:
-            FAILURES[response.status_code] += 1
+            FAILURES[str(response.status_code)] += 1
             return False
         if versions is not None:
             versions.append(response.json()["model_version"])
@@ -206,11 +207,11 @@ async def through_service(
                 response = await client.post(
                     f"{gateway}/v1/baskets/complete", json=next(basket_cycle)
                 )
-            except httpx.HTTPError:
-                FAILURES[0] += 1
+            except httpx.HTTPError as exc:
+                FAILURES[type(exc).__name__] += 1
                 return False
             if response.status_code != 200:
-                FAILURES[response.status_code] += 1
+                FAILURES[str(response.status_code)] += 1
             return response.status_code == 200
 
         figures = await closed_loop(basket, requests=requests, concurrency=16, warmup=50)
