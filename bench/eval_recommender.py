@@ -50,7 +50,13 @@ from apps.recommender.interactions import Interaction, InteractionKind
 from apps.recommender.recommend import DEFAULT_POLICY, ModelRegistry, Recommender
 from apps.recommender.rules import AssociationRules
 from bench.machine import describe
-from bench.recommender_service import ingest, recommend_all, retrain, visits_as_interactions
+from bench.recommender_service import (
+    ingest,
+    model_status,
+    recommend_all,
+    retrain,
+    visits_as_interactions,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -186,12 +192,13 @@ def als_through_service(
             started = time.perf_counter()
             lists = await recommend_all(client, gateway, users, k=K)
             seconds = time.perf_counter() - started
+            saved = (await model_status(client, gateway))["snapshot"]
         return lists, {
             "ingest": ingested,
             "model_version": status["version"],
             "training_s": status["last_training_s"],
             "users_learnt": status["users"],
-            "snapshot": status["snapshot"],
+            "snapshot": saved,
             "requests_s": round(seconds, 1),
             "requests_per_s": round(len(users) / seconds),
         }
