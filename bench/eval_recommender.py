@@ -14,9 +14,13 @@ Two real data sets from `../shared/datasets/` (see its README), in process, one 
   relevant item so the ideal DCG is 1) are averaged over those users. Methods:
   popularity, item-to-item cosine, our ALS (`apps.recommender.als`, which the service
   serves by default), the `hybrid` policy of `Recommender.recommend` (reciprocal rank
-  fusion of ALS and item-to-item), and the library peer: implicit's
+  fusion of ALS and item-to-item), the library peer: implicit's
   `AlternatingLeastSquares` called directly with the same hyperparameters, confidence
-  matrix and seed, ranking with its own `recommend`.
+  matrix and seed, ranking with its own `recommend`, and **ALS through our service**: a
+  local system (recommender and gateway, each beside its daprd, on Redis) is started,
+  every training visit is posted to `POST /v1/interactions` and learnt over pub/sub, a
+  retraining is asked for, and each test user's top 10 comes from
+  `GET /v1/recommendations/{user}` at the gateway (`--no-service` leaves it out).
 
 Results: bench/results/quality-recommender.json.
 """
@@ -24,6 +28,7 @@ Results: bench/results/quality-recommender.json.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gzip
 import json
 import math
@@ -36,6 +41,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from threadpoolctl import threadpool_limits
 
@@ -44,6 +50,13 @@ from apps.recommender.interactions import Interaction, InteractionKind
 from apps.recommender.recommend import DEFAULT_POLICY, ModelRegistry, Recommender
 from apps.recommender.rules import AssociationRules
 from bench.machine import describe
+from bench.recommender_service import (
+    ingest,
+    model_status,
+    recommend_all,
+    retrain,
+    visits_as_interactions,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -155,7 +168,51 @@ def score(
     }
 
 
-def evaluate_msweb(path: Path, seed: int, parameters: AlsParameters) -> dict[str, Any]:
+def als_through_service(
+    train: list[tuple[str, str]], users: list[str], parameters: AlsParameters
+) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """The top K of each of `users` from our recommender service, after it learnt `train`
+    over pub/sub and retrained with `parameters`; and what that took."""
+    from bench.local import local_system
+
+    env = {
+        "RECOMMENDER_ALS_FACTORS": str(parameters.factors),
+        "RECOMMENDER_ALS_ITERATIONS": str(parameters.iterations),
+        "RECOMMENDER_ALS_REGULARIZATION": str(parameters.regularization),
+        "RECOMMENDER_ALS_ALPHA": str(parameters.alpha),
+        "RECOMMENDER_ALS_WEIGHTING": parameters.weighting,
+        "RECOMMENDER_ALS_RANDOM_SEED": str(parameters.random_seed),
+        "RECOMMENDER_ALS_THREADS": str(parameters.threads),
+    }
+
+    async def run(gateway: str) -> tuple[dict[str, list[str]], dict[str, Any]]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            ingested = await ingest(client, gateway, visits_as_interactions(train))
+            status = await retrain(client, gateway)
+            started = time.perf_counter()
+            lists = await recommend_all(client, gateway, users, k=K)
+            seconds = time.perf_counter() - started
+            saved = (await model_status(client, gateway))["snapshot"]
+        return lists, {
+            "ingest": ingested,
+            "model_version": status["version"],
+            "training_s": status["last_training_s"],
+            "users_learnt": status["users"],
+            "snapshot": saved,
+            "requests_s": round(seconds, 1),
+            "requests_per_s": round(len(users) / seconds),
+        }
+
+    started = time.perf_counter()
+    with local_system(["recommender", "gateway"], env=env) as system:
+        lists, figures = asyncio.run(run(system.url("gateway")))
+    figures["seconds_in_all"] = round(time.perf_counter() - started, 1)
+    return lists, figures
+
+
+def evaluate_msweb(
+    path: Path, seed: int, parameters: AlsParameters, *, service: bool = True
+) -> dict[str, Any]:
     areas, users = load_msweb(path)
     train, held_out = split_leave_one_out(users, seed)
     recommender = Recommender(registry=ModelRegistry(), policy="hybrid")
@@ -210,6 +267,14 @@ def evaluate_msweb(path: Path, seed: int, parameters: AlsParameters) -> dict[str
     same = sum(our_lists[user] == peer_lists[user] for user in held_out)
     methods["als_implicit_direct"]["fit_seconds"] = round(peer_seconds, 2)
     methods["als_ours"]["fit_seconds"] = round(train_seconds, 2)
+    service_run: dict[str, Any] | None = None
+    if service:
+        service_lists, service_run = als_through_service(train, list(held_out), parameters)
+        methods["als_service"] = score(held_out, service_lists.__getitem__)
+        methods["als_service"]["ranking_seconds"] = service_run["requests_s"]
+        service_run["identical_top10_to_als_ours_users"] = sum(
+            service_lists[user] == our_lists[user] for user in held_out
+        )
     return {
         "data": str(path.relative_to(ROOT.parent)),
         "users": len(users),
@@ -237,6 +302,7 @@ def evaluate_msweb(path: Path, seed: int, parameters: AlsParameters) -> dict[str
         ),
         "methods": methods,
         "als_ours_vs_implicit_identical_top10_users": same,
+        "als_service": service_run,
     }
 
 
@@ -279,6 +345,13 @@ def print_summary(report: dict[str, Any]) -> None:
         f"our ALS and implicit's give the same top 10 for "
         f"{m['als_ours_vs_implicit_identical_top10_users']} of {m['protocol']['test_users']}"
     )
+    if m["als_service"]:
+        s = m["als_service"]
+        print(
+            f"ALS through the service: {s['ingest']['interactions']} visits learnt over pub/sub "
+            f"at {s['ingest']['learnt_per_s']}/s, trained in {s['training_s']} s; the same top "
+            f"10 as our ALS in process for {s['identical_top10_to_als_ours_users']} users"
+        )
 
 
 def main() -> None:
@@ -286,6 +359,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATASETS, help="the shared datasets folder")
     parser.add_argument("--out", type=Path, default=RESULTS / "quality-recommender.json")
     parser.add_argument("--seed", type=int, default=0, help="seed of the held-out choice")
+    parser.add_argument(
+        "--no-service", action="store_true", help="leave out ALS through the running service"
+    )
     args = parser.parse_args()
     groceries = args.data / "groceries" / "groceries.csv"
     msweb = args.data / "msweb" / "anonymous-msweb.data.gz"
@@ -300,7 +376,7 @@ def main() -> None:
         "machine": describe(),
         "libraries": {name: version(name) for name in ("implicit", "numpy", "scipy")},
         "groceries": evaluate_groceries(groceries),
-        "msweb": evaluate_msweb(msweb, args.seed, parameters),
+        "msweb": evaluate_msweb(msweb, args.seed, parameters, service=not args.no_service),
     }
     report["seconds"] = round(time.perf_counter() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)

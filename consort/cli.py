@@ -33,7 +33,7 @@ DESCRIPTIONS = {
     "vision": "faces, OCR, image quality (OpenCV, ONNX Runtime)",
     "anomaly": "per-series anomaly scoring (actors)",
     "forecast": "forecasts with intervals (statsmodels)",
-    "recommender": "recommendations and baskets",
+    "recommender": "recommendations, similar items, baskets (implicit ALS)",
     "orchestrator": "durable workflows",
 }
 

@@ -309,6 +309,55 @@ class Sidecar:
             )
         return event_id
 
+    async def publish_bulk(
+        self,
+        pubsub: str,
+        topic: str,
+        events: Mapping[str, Any],
+        *,
+        source: str = "consort",
+        event_type: str | None = None,
+    ) -> list[str]:
+        """Publish many CloudEvents in one call (each `event id -> data`); returns the ids
+        of those not published (the broker took the others). Not transactional: resend
+        the failed ones under the same ids."""
+        if not events:
+            return []
+        entries = [
+            {
+                "entryId": event_id,
+                "contentType": CLOUDEVENTS_JSON,
+                "event": {
+                    "specversion": "1.0",
+                    "id": event_id,
+                    "source": source,
+                    "type": event_type or f"consort.{topic}.v1",
+                    "datacontenttype": "application/json",
+                    "data": data,
+                },
+            }
+            for event_id, data in events.items()
+        ]
+        response = await self._request(
+            "POST",
+            f"/v1.0/publish/bulk/{pubsub}/{topic}",
+            data=jsonlib.dumps(entries).encode(),
+            headers={"content-type": "application/json"},
+            span_name=f"publish bulk {topic}",
+        )
+        if response.status in (200, 204):
+            return []
+        try:
+            failed = [str(e["entryId"]) for e in response.json().get("failedEntries") or []]
+        except (ValueError, AttributeError, KeyError, TypeError):
+            failed = []
+        if not failed:
+            code, message = _error_of(response)
+            raise SidecarError(
+                f"bulk publish to {topic} failed: {message}", status=response.status, code=code
+            )
+        return failed
+
     # -- state ----------------------------------------------------------------------------
     async def get_state(self, store: str, key: str) -> StateItem | None:
         """Read `key`, or None when it is absent."""
@@ -378,6 +427,14 @@ class Sidecar:
         if metadata:
             item["metadata"] = dict(metadata)
         await self._write(f"/v1.0/state/{store}", [item])
+
+    async def delete_states(self, store: str, keys: list[str]) -> None:
+        """Delete several keys in one state transaction (absent keys are no error)."""
+        if keys:
+            await self._write(
+                f"/v1.0/state/{store}/transaction",
+                {"operations": [{"operation": "delete", "request": {"key": k}} for k in keys]},
+            )
 
     async def _write(self, url: str, body: Any) -> None:
         response = await self._request("POST", url, json=body, span_name="state save")

@@ -28,6 +28,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 _systems: list[LocalSystem] = []
 
+#: The recommender's ALS defaults suit MSWeb's 32,711 users; the tests' few users need a
+#: small penalty and plain confidences. Scheduled retraining every few seconds is tested too.
+RECOMMENDER_TEST_ENV = {
+    "RECOMMENDER_ALS_FACTORS": "8",
+    "RECOMMENDER_ALS_REGULARIZATION": "0.1",
+    "RECOMMENDER_ALS_ALPHA": "10",
+    "RECOMMENDER_ALS_WEIGHTING": "confidence",
+    "RECOMMENDER_RETRAIN_INTERVAL_S": "4",
+}
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
@@ -40,19 +50,28 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 @pytest.fixture(scope="session")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
-    """gateway, sentiment, nlp, vision, forecast, anomaly and orchestrator, each with its
-    sidecar, on Redis, placement, scheduler and Zipkin."""
+    """gateway, sentiment, nlp, vision, forecast, anomaly, recommender and orchestrator,
+    each with its sidecar, on Redis, placement, scheduler and Zipkin."""
     local = LocalSystem(
         RunFile.load().with_free_ports(),
         tmp_path_factory.mktemp("run"),
         InfraPorts.free(),
         # Series actors refit every 2 s while points arrive, so tests see reminders fire.
-        extra_env={"ANOMALY_REFIT_INTERVAL_S": "2"},
+        extra_env={"ANOMALY_REFIT_INTERVAL_S": "2", **RECOMMENDER_TEST_ENV},
     )
     _systems.append(local)
     try:
         local.start(
-            ["sentiment", "nlp", "vision", "forecast", "anomaly", "orchestrator", "gateway"]
+            [
+                "sentiment",
+                "nlp",
+                "vision",
+                "forecast",
+                "anomaly",
+                "recommender",
+                "orchestrator",
+                "gateway",
+            ]
         )
         yield local
     finally:

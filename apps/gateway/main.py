@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from apps.gateway import metrics, workflows
+from apps.gateway import metrics, recommendations, workflows
 from apps.gateway.calls import (
     ERRORS,
     SidecarDep,
@@ -28,6 +28,7 @@ from apps.gateway.calls import (
     install_passthrough,
     kit,
     settings,
+    sidecar,
 )
 from apps.gateway.stats import TextStats, apply_event
 from consort.contracts.analysis import TextAnalysis, aspect_sentiments
@@ -474,6 +475,9 @@ app.include_router(v1)
 app.include_router(metrics.router)
 metrics.install_events(app)
 app.include_router(workflows.router)
+app.include_router(
+    recommendations.router(sidecar=sidecar, forward=forward, settings=settings, responses=ERRORS)
+)
 
 # -- events ------------------------------------------------------------------------------
 declare_subscriptions(

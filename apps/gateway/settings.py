@@ -21,6 +21,9 @@ class GatewaySettings(ServiceSettings):
     orchestrator_app_id: str = Field(
         default="orchestrator", description="App id of the orchestrator (workflows)."
     )
+    recommender_app_id: str = Field(
+        default="recommender", description="App id of the recommender service."
+    )
     forecast_timeout_s: float = Field(
         default=15.0,
         description="Longest wait for the forecast service (above its own time budget).",
@@ -52,7 +55,16 @@ class GatewaySettings(ServiceSettings):
         ),
     )
     catalog_apps: list[str] = Field(
-        default=["gateway", "nlp", "sentiment", "vision", "forecast", "anomaly", "orchestrator"],
+        default=[
+            "gateway",
+            "nlp",
+            "sentiment",
+            "vision",
+            "forecast",
+            "anomaly",
+            "recommender",
+            "orchestrator",
+        ],
         description="App ids the catalog asks for their description (JSON list in the env).",
     )
     catalog_timeout_s: float = Field(default=2.0, description="How long the catalog waits per app.")

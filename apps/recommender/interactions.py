@@ -190,6 +190,16 @@ class InteractionStore:
         for items in self._by_user.values():
             yield frozenset(items)
 
+    def copy(self) -> InteractionStore:
+        """An independent copy (cheap next to `to_matrix` or `to_bytes`): take it on the
+        recording thread, then serialise or train from it in another."""
+        other = InteractionStore(self.kind_weights)
+        other._by_user = {user: dict(items) for user, items in self._by_user.items()}
+        other._users_of = dict(self._users_of)
+        other._applied = set(self._applied)
+        other.latest = self.latest
+        return other
+
     def to_matrix(self) -> InteractionMatrix:
         """A copy of the weights as a users x items CSR matrix (float32, sorted ids)."""
         users = tuple(sorted(self._by_user))

@@ -124,6 +124,12 @@ class TrainingSnapshot:
     baskets: tuple[frozenset[str], ...]
     events: int
 
+    @classmethod
+    def of(cls, store: InteractionStore) -> TrainingSnapshot:
+        """What training needs from `store` (call it where `store` may not change, e.g. on
+        a `store.copy()` in the training thread)."""
+        return cls(store.to_matrix(), tuple(store.baskets()), store.events)
+
 
 def train_models(
     snapshot: TrainingSnapshot,
@@ -133,7 +139,8 @@ def train_models(
     min_support: float = 0.001,
     min_confidence: float = 0.5,
     max_len: int = 10,
-) -> tuple[AlsModel, AssociationRules]:
+    min_users: int = 1,
+) -> tuple[AlsModel | None, AssociationRules]:
     """Train ALS and mine the rules of a snapshot (no shared state: run it in a thread).
 
     Args:
@@ -141,8 +148,15 @@ def train_models(
         version: the version both new models carry.
         als_parameters: ALS hyperparameters (defaults: `AlsParameters()`).
         min_support, min_confidence, max_len: the rule thresholds.
+        min_users: fewest users with interactions for ALS to train; with fewer, ALS is
+            None (item-to-item serves) and only the rules are mined.
     """
-    als = train_als(snapshot.matrix, als_parameters, version=version)
+    users = len(snapshot.matrix.users)
+    als = (
+        train_als(snapshot.matrix, als_parameters, version=version)
+        if users >= max(min_users, 1) and snapshot.matrix.weights.nnz
+        else None
+    )
     rules = AssociationRules.mine(
         snapshot.baskets,
         min_support=min_support,
@@ -191,9 +205,7 @@ class Recommender:
 
     def snapshot(self) -> TrainingSnapshot:
         """A copy of what training needs (cheap; take it on the recording thread)."""
-        return TrainingSnapshot(
-            self.store.to_matrix(), tuple(self.store.baskets()), self.store.events
-        )
+        return TrainingSnapshot.of(self.store)
 
     def next_version(self) -> int:
         return self.registry.current.version + 1

@@ -61,6 +61,28 @@ class RecommenderSettings(ServiceSettings):
         default=300.0, gt=0, description="Seconds between ALS (and rules) retrainings."
     )
 
+    snapshot_chunk_bytes: int = Field(
+        default=3 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "Most raw bytes per snapshot value in the state store (base64 makes 3 MiB 4 MiB, "
+            "under the sidecars' 5 MiB request limit)."
+        ),
+    )
+    snapshots_kept: int = Field(
+        default=2, ge=1, description="Model snapshots kept in the state store, newest first."
+    )
+    events_max_await_ms: int = Field(
+        default=5,
+        ge=1,
+        description="How long daprd waits to fill a bulk delivery of interactions.recorded.",
+    )
+    event_wait_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long an event delivery waits for the start-up snapshot to load.",
+    )
+
     rules_min_support: float = Field(
         default=0.001, ge=0, le=1, description="Least support of an association rule."
     )

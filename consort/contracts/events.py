@@ -26,6 +26,7 @@ from consort.contracts.cases import (
     CaseOpened,
 )
 from consort.contracts.common import ModelInfo
+from consort.contracts.recommender import InteractionRecorded
 from consort.contracts.reviews import (
     ReviewEntitiesExtracted,
     ReviewSentimentScored,
@@ -41,6 +42,7 @@ REVIEWS_SUBMITTED = "reviews.submitted"
 REVIEWS_ENTITIES_EXTRACTED = "reviews.entities-extracted"
 REVIEWS_SENTIMENT_SCORED = "reviews.sentiment-scored"
 IMAGES_ANALYZED = "images.analyzed"
+INTERACTIONS_RECORDED = "interactions.recorded"
 
 
 def dead_letter(topic: str) -> str:
@@ -171,6 +173,14 @@ TOPICS: tuple[Topic, ...] = (
         publishers=("orchestrator",),
         subscribers=(),
         description="A tracked series' forecast beside its recent anomaly scores, with alerts.",
+    ),
+    Topic(
+        name=INTERACTIONS_RECORDED,
+        payload=InteractionRecorded,
+        version=1,
+        publishers=("gateway",),
+        subscribers=("recommender",),
+        description="A user viewed, added to a cart or bought an item (the recommender learns).",
     ),
 )
 

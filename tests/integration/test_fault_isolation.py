@@ -49,6 +49,7 @@ def test_gateway_answers_503_within_its_deadline(system: LocalSystem, sentiment_
         "vision": "available",
         "forecast": "available",
         "anomaly": "available",
+        "recommender": "available",
         "orchestrator": "available",
     }
 

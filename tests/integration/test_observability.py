@@ -123,6 +123,7 @@ def test_catalog_reads_the_running_system(system: LocalSystem) -> None:
         "vision",
         "forecast",
         "anomaly",
+        "recommender",
         "orchestrator",
     }
     assert {s["status"] for s in services.values()} == {"available"}
