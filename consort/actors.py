@@ -34,7 +34,8 @@ def actor_runtime_config(*, idle_timeout_s: float, scan_interval_s: float) -> Ac
     return ActorRuntimeConfig(
         actor_idle_timeout=timedelta(seconds=idle_timeout_s),
         actor_scan_interval=timedelta(seconds=scan_interval_s),
-        drain_ongoing_call_timeout=timedelta(seconds=30),
+        # Under placement's 30 s dissemination timeout (daprd clamps 30 s down to 24 s).
+        drain_ongoing_call_timeout=timedelta(seconds=20),
         drain_rebalanced_actors=True,
     )
 
