@@ -8,6 +8,7 @@ redelivery (even one racing the first delivery) changes nothing.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_serializer, field_validator
 
 from consort.contracts.events import dead_letter
 from consort.dapr import EtagMismatch, Sidecar, StateItem
@@ -162,10 +163,24 @@ class AlreadyApplied(Exception):
 
 class Tracked(BaseModel):
     """How a value changed by events is stored: the value, and the ids of events already
-    applied to it whose applied-markers are not written yet (normally none)."""
+    applied to it whose applied-markers are not written yet (normally none).
+
+    The value is stored as a JSON *string*: Dapr's Redis state store re-encodes JSON
+    values with jsoniter's ConfigFastest, which keeps 6 digits after the point (a value
+    of 1.2e-9 would come back 0).
+    """
 
     value: dict[str, Any]
     in_flight: list[str] = []
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _from_json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str | bytes) else value
+
+    @field_serializer("value")
+    def _to_json(self, value: dict[str, Any]) -> str:
+        return json.dumps(value, separators=(",", ":"))
 
 
 async def apply_once(
