@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError, field_serializer, field_validator
 
 from consort.contracts.events import dead_letter
-from consort.dapr import EtagMismatch, Sidecar, StateItem
+from consort.dapr import EtagMismatch, Sidecar, SidecarError, StateItem
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -290,6 +290,64 @@ async def apply_many(
             sidecar, store, key, model, attempts, lambda t: _settle(t, set(unmarked))
         )
     return value, set(applied)
+
+
+async def fold_delivery(
+    body: dict[str, Any],
+    *,
+    sidecar: Sidecar,
+    store: str,
+    topic: str,
+    payload: type[P],
+    key: str,
+    model: type[M],
+    update: Callable[[M | None, list[P]], M],
+    log: logging.Logger,
+) -> JSONResponse:
+    """Fold a (bulk) delivery of `topic` into the read model at `key` with `apply_many`:
+    one compare-and-set per delivery, each event once per CloudEvent id.
+
+    `update` gets the current value and the payloads not applied before, in delivery
+    order. Poison events are dropped to the dead-letter topic; when the state store does
+    not answer, the whole delivery is asked for again.
+    """
+    statuses: dict[str | None, Delivery] = {}
+    events: dict[str, P] = {}
+    entries_of: dict[str, list[str | None]] = {}
+    for entry_id, raw in deliveries(body):
+        try:
+            event = CloudEvent.model_validate(raw)
+            data = payload.model_validate(event.data)
+        except ValidationError as exc:
+            log.error("poison %s event, dropped to dead letter: %s", topic, exc)
+            statuses[entry_id] = Delivery.DROP
+            continue
+        event_id = f"{topic}:{event.id}"
+        events[event_id] = data
+        entries_of.setdefault(event_id, []).append(entry_id)
+    if not events:
+        return delivery_response(statuses)
+    try:
+        _, applied = await apply_many(
+            sidecar,
+            store,
+            event_ids=list(events),
+            key=key,
+            model=model,
+            update=lambda current, ids: update(current, [events[i] for i in ids]),
+        )
+        outcome = Delivery.SUCCESS
+    except (EtagMismatch, SidecarError) as exc:
+        log.warning(
+            "%d %s events not applied yet, will be redelivered: %s", len(events), topic, exc
+        )
+        applied, outcome = set(), Delivery.RETRY
+    for event_id, entries in entries_of.items():
+        if outcome is Delivery.SUCCESS:
+            for _ in entries[1:] if event_id in applied else entries:
+                log.info("%s already applied", event_id.removeprefix(f"{topic}:"))
+        statuses.update(dict.fromkeys(entries, outcome))
+    return delivery_response(statuses)
 
 
 def _settle(tracked: Tracked | None, event_ids: set[str]) -> Tracked | None:

@@ -80,12 +80,12 @@ from consort.events import (
     CloudEvent,
     Delivery,
     Subscription,
-    apply_many,
     apply_once,
     declare_subscriptions,
     deliveries,
     delivery,
     delivery_response,
+    fold_delivery,
     read_tracked,
 )
 from consort.service import create_app
@@ -499,47 +499,17 @@ declare_subscriptions(
 
 @app.post("/events/texts-analyzed", include_in_schema=False)
 async def on_texts_analyzed(body: Annotated[dict[str, Any], Body()]) -> JSONResponse:
-    statuses: dict[str | None, Delivery] = {}
-    events: dict[str, TextsAnalyzed] = {}
-    entries_of: dict[str, list[str | None]] = {}
-    for entry_id, raw in deliveries(body):
-        try:
-            event = CloudEvent.model_validate(raw)
-            data = TextsAnalyzed.model_validate(event.data)
-        except ValidationError as exc:
-            log.error("poison texts.analyzed event, dropped to dead letter: %s", exc)
-            statuses[entry_id] = Delivery.DROP
-            continue
-        event_id = f"{TEXTS_ANALYZED}:{event.id}"
-        events[event_id] = data
-        entries_of.setdefault(event_id, []).append(entry_id)
-    if events:
-        try:
-            _, applied = await apply_many(
-                kit.sidecar,
-                settings.statestore_name,
-                event_ids=list(events),
-                key=STATS_KEY,
-                model=TextStats,
-                update=lambda stats, ids: reduce(
-                    apply_event, (events[i] for i in ids), stats or TextStats()
-                ),
-            )
-            outcome = Delivery.SUCCESS
-        except (EtagMismatch, SidecarError) as exc:
-            log.warning(
-                "%d texts.analyzed events not applied yet, will be redelivered: %s",
-                len(events),
-                exc,
-            )
-            applied, outcome = set(), Delivery.RETRY
-        for event_id, entries in entries_of.items():
-            duplicates = entries[1:] if event_id in applied else entries
-            if outcome is Delivery.SUCCESS:
-                for _ in duplicates:
-                    log.info("%s already applied", event_id.removeprefix(f"{TEXTS_ANALYZED}:"))
-            statuses.update(dict.fromkeys(entries, outcome))
-    return delivery_response(statuses)
+    return await fold_delivery(
+        body,
+        sidecar=kit.sidecar,
+        store=settings.statestore_name,
+        topic=TEXTS_ANALYZED,
+        payload=TextsAnalyzed,
+        key=STATS_KEY,
+        model=TextStats,
+        update=lambda stats, fresh: reduce(apply_event, fresh, stats or TextStats()),
+        log=log,
+    )
 
 
 @app.post("/events/review-results", include_in_schema=False)

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, FastAPI, Query, Response
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from apps.gateway.calls import ERRORS, SidecarDep, forward, kit, log, settings
 from consort.contracts.anomaly import (
@@ -31,15 +31,10 @@ from consort.contracts.anomaly import (
     SeriesSnapshot,
 )
 from consort.contracts.events import PUBSUB, topic
-from consort.dapr import EtagMismatch, SidecarError
 from consort.events import (
     Bulk,
-    CloudEvent,
-    Delivery,
     Subscription,
-    apply_many,
-    deliveries,
-    delivery_response,
+    fold_delivery,
     read_tracked,
 )
 
@@ -161,40 +156,22 @@ def install_events(app: FastAPI) -> None:
     @app.post("/events/anomalies-detected", include_in_schema=False)
     async def on_anomalies_detected(body: Annotated[dict[str, Any], Body()]) -> JSONResponse:
         """Keep the most recent anomalies; a redelivered event is kept once."""
-        statuses: dict[str | None, Delivery] = {}
-        events: dict[str, AnomaliesDetected] = {}
-        entries_of: dict[str, list[str | None]] = {}
-        for entry_id, raw in deliveries(body):
-            try:
-                event = CloudEvent.model_validate(raw)
-                data = AnomaliesDetected.model_validate(event.data)
-            except ValidationError as exc:
-                log.error("poison anomalies.detected event, dropped to dead letter: %s", exc)
-                statuses[entry_id] = Delivery.DROP
-                continue
-            event_id = f"{ANOMALIES_DETECTED}:{event.id}"
-            events[event_id] = data
-            entries_of.setdefault(event_id, []).append(entry_id)
 
-        def keep(current: RecentAnomalies | None, ids: list[str]) -> RecentAnomalies:
-            fresh = sorted((events[i] for i in ids), key=lambda a: a.detected_at, reverse=True)
-            kept = [*fresh, *(current.anomalies if current else [])]
+        def keep(
+            current: RecentAnomalies | None, fresh: list[AnomaliesDetected]
+        ) -> RecentAnomalies:
+            newest = sorted(fresh, key=lambda a: a.detected_at, reverse=True)
+            kept = [*newest, *(current.anomalies if current else [])]
             return RecentAnomalies(anomalies=kept[: settings.anomalies_kept])
 
-        outcome = Delivery.SUCCESS
-        if events:
-            try:
-                await apply_many(
-                    kit.sidecar,
-                    settings.statestore_name,
-                    event_ids=list(events),
-                    key=RECENT_KEY,
-                    model=RecentAnomalies,
-                    update=keep,
-                )
-            except (EtagMismatch, SidecarError) as exc:
-                log.warning("%d anomalies not kept yet, will be redelivered: %s", len(events), exc)
-                outcome = Delivery.RETRY
-        for entries in entries_of.values():
-            statuses.update(dict.fromkeys(entries, outcome))
-        return delivery_response(statuses)
+        return await fold_delivery(
+            body,
+            sidecar=kit.sidecar,
+            store=settings.statestore_name,
+            topic=ANOMALIES_DETECTED,
+            payload=AnomaliesDetected,
+            key=RECENT_KEY,
+            model=RecentAnomalies,
+            update=keep,
+            log=log,
+        )
