@@ -226,34 +226,36 @@ class Sidecar:
         *,
         json: Any = None,
         timeout_s: float | None = None,
-    ) -> Reply:
-        """Call `method` of the actor `actor_type`/`actor_id`, wherever placement puts it.
+    ) -> Any:
+        """Call `method` of the actor `actor_type`/`actor_id`, wherever placement puts it,
+        and return its JSON result (None when it returned nothing).
 
-        Returns the method's reply (a 200 with its JSON result). Raises `SidecarError` when
-        the method failed or no host of the actor type answered (`TargetUnavailable` when
-        the call timed out).
+        Raises `SidecarError` when the method failed or no host of the actor type answered
+        (`TargetUnavailable` when the call timed out).
         """
-        response = await self._request(
+        body = await self.actor_api(
             "POST",
-            f"/v1.0/actors/{actor_type}/{quote(actor_id, safe='')}/method/{method}",
-            json=json,
+            actor_type,
+            actor_id,
+            f"method/{method}",
+            None if json is None else jsonlib.dumps(json).encode(),
             timeout_s=timeout_s,
-            span_name=f"actor {actor_type}.{method}",
         )
-        if response.status >= 400:
-            code, message = _error_of(response)
-            raise SidecarError(
-                f"{actor_type}.{method} on {actor_id} failed: {message}",
-                status=response.status,
-                code=code,
-            )
-        return response
+        return jsonlib.loads(body) if body else None
 
     async def actor_api(
-        self, http_method: str, actor_type: str, actor_id: str, path: str, data: bytes | None
+        self,
+        http_method: str,
+        actor_type: str,
+        actor_id: str,
+        path: str,
+        data: bytes | None,
+        *,
+        timeout_s: float | None = None,
     ) -> bytes:
-        """One call to the sidecar's actor API for an actor this app hosts (its state,
-        reminders, timers, methods): `/v1.0/actors/<type>/<id>/<path>`. Returns the body.
+        """One call to the sidecar's actor API: `/v1.0/actors/<type>/<id>/<path>` (a
+        method, or, for an actor this app hosts, its state, reminders and timers).
+        Returns the body.
 
         Raises:
             SidecarError: the sidecar answered an error.
@@ -263,7 +265,8 @@ class Sidecar:
             f"/v1.0/actors/{actor_type}/{quote(actor_id, safe='')}/{path}",
             data=data,
             headers={"content-type": "application/json"} if data is not None else None,
-            span_name=f"actor {actor_type} {path.split('/')[0]}",
+            timeout_s=timeout_s,
+            span_name=f"actor {actor_type} {path}",
         )
         if response.status >= 400:
             code, message = _error_of(response)

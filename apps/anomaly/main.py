@@ -149,10 +149,9 @@ _detect_slot = asyncio.Semaphore(1)
 
 
 async def _call_actor(series: str, method: str, body: Any = None) -> Any:
-    reply = await kit.sidecar.invoke_actor(
+    return await kit.sidecar.invoke_actor(
         METRIC_SERIES_ACTOR, series, method, json=body, timeout_s=settings.actor_call_timeout_s
     )
-    return reply.json() if reply.body else None
 
 
 async def observe(
