@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import math
-import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +31,7 @@ from apps.anomaly.detector import AnomalyDetector, DetectorConfig
 from bench.load import Figures, closed_loop
 from bench.local import local_system
 from bench.machine import describe
+from consort.observe import counter_total
 from consort.system import LocalSystem
 
 RESULTS = Path(__file__).parent / "results"
@@ -84,8 +84,7 @@ async def seed(client: httpx.AsyncClient, url: str, prefix: str) -> None:
 
 def points_taken(system: LocalSystem) -> int:
     text = httpx.get(f"{system.url('anomaly')}/metrics", timeout=5).text
-    pattern = r"^consort_anomaly_points_total\{[^}]*\} (\S+)$"
-    return sum(int(float(m)) for m in re.findall(pattern, text, re.M))
+    return int(counter_total(text, "consort_anomaly_points"))
 
 
 async def events(system: LocalSystem, total_events: int) -> dict[str, float]:

@@ -169,6 +169,17 @@ def latency_quantiles(
     return results
 
 
+def counter_total(metrics_text: str, name: str) -> float:
+    """The sum of the counter `name` over all its labels (e.g. `consort_anomaly_points`)."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics_text)
+        if family.name == name
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    )
+
+
 def request_counts(metrics_text: str) -> tuple[float, float]:
     """(requests, 5xx responses) served, health probes and scrapes excluded."""
     total = errors = 0.0

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from consort.observe import counter_total
 from consort.system import InfraPorts, LocalSystem, RunFile
 from tests.integration.helpers import eventually
 
@@ -54,10 +55,7 @@ def rss_mib(pid: int) -> float:
 
 def points_taken(system: LocalSystem) -> int:
     text = httpx.get(f"{system.url('anomaly')}/metrics", timeout=5).text
-    return sum(
-        int(float(m))
-        for m in re.findall(r"^consort_anomaly_points_total\{[^}]*\} (\S+)$", text, re.M)
-    )
+    return int(counter_total(text, "consort_anomaly_points"))
 
 
 def active_actors(system: LocalSystem) -> int:
