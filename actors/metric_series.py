@@ -54,7 +54,7 @@ from consort.contracts.anomaly import (
     SeriesSnapshot,
 )
 from consort.contracts.events import topic
-from consort.dapr import Sidecar
+from consort.kit.dapr import Sidecar
 
 log = logging.getLogger("anomaly.actor")
 

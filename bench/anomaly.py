@@ -31,8 +31,8 @@ from apps.anomaly.detector import AnomalyDetector, DetectorConfig
 from bench.load import Figures, closed_loop
 from bench.local import local_system
 from bench.machine import describe
-from consort.observe import counter_total
-from consort.system import LocalSystem
+from consort.dev.observe import counter_total
+from consort.dev.system import LocalSystem
 
 RESULTS = Path(__file__).parent / "results"
 SERIES = 200

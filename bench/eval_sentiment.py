@@ -36,7 +36,7 @@ from bench.quality import (
     predicted_class,
 )
 from consort.contracts.sentiment import MAX_BATCH_TEXTS, MAX_TEXT_CHARS
-from consort.system import InfraPorts, LocalSystem, RunFile
+from consort.dev.system import InfraPorts, LocalSystem, RunFile
 
 RESULTS = Path(__file__).parent / "results"
 VADER_VERSION = "3.3.2"

@@ -29,7 +29,7 @@ from apps.nlp.settings import NlpSettings
 from bench.load import Figures, closed_loop
 from bench.local import local_system
 from bench.machine import describe
-from consort.system import LocalSystem
+from consort.dev.system import LocalSystem
 
 RESULTS = Path(__file__).parent / "results"
 SUBJECTS = ["The battery", "The screen", "Shipping", "The price", "Customer service", "The camera"]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from consort.system import InfraPorts, LocalSystem, RunFile
+from consort.dev.system import InfraPorts, LocalSystem, RunFile
 
 
 @contextmanager

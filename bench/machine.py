@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Any
 
-from consort.runtime import _versions
+from consort.dev.runtime import _versions
 
 
 def describe() -> dict[str, Any]:

@@ -45,7 +45,7 @@ from bench.recommender_service import (
     retrain,
     visits_as_interactions,
 )
-from consort.system import LocalSystem
+from consort.dev.system import LocalSystem
 
 RESULTS = Path(__file__).parent / "results"
 MSWEB = DATASETS / "msweb" / "anonymous-msweb.data.gz"

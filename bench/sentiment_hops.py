@@ -25,7 +25,7 @@ from apps.sentiment.analyzer import SentimentAnalyzer
 from bench.load import Figures, closed_loop
 from bench.local import local_system
 from bench.machine import describe
-from consort.system import LocalSystem
+from consort.dev.system import LocalSystem
 
 RESULTS = Path(__file__).parent / "results"
 TEXT = "The battery life is awful, but the screen is gorgeous and the price is fair."

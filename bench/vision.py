@@ -26,7 +26,7 @@ from apps.vision.settings import VisionSettings
 from bench.load import Figures, closed_loop
 from bench.local import local_system
 from bench.machine import describe
-from consort.system import LocalSystem
+from consort.dev.system import LocalSystem
 
 RESULTS = Path(__file__).parent / "results"
 

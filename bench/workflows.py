@@ -30,7 +30,7 @@ from dapr.ext.workflow.aio import DaprWorkflowClient
 from bench.load import percentile
 from bench.local import local_system
 from bench.machine import describe
-from consort.system import LocalSystem
+from consort.dev.system import LocalSystem
 
 RESULTS = Path(__file__).parent / "results"
 REVIEW = "Lovely kettle, boils fast and looks great. Very happy!"

@@ -1,3 +1,3 @@
-from consort.cli import main
+from consort.dev.cli import main
 
 raise SystemExit(main())

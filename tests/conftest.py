@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from consort.system import InfraPorts, LocalSystem, RunFile
+from consort.dev.system import InfraPorts, LocalSystem, RunFile
 
 TIERS = ("unit", "integration", "e2e")
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from consort.contracts.cases import Case, CaseEntry, CaseOutcome, CaseStatus
 from consort.contracts.workflows import CaseClosing, ImageRef
-from consort.dapr import EtagMismatch, Sidecar
+from consort.kit.dapr import EtagMismatch, Sidecar
 
 CASE_KEY = "case:{id}"
 INDEX_KEY = "cases:index"

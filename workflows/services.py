@@ -24,8 +24,8 @@ from dapr.ext.workflow._durabletask.task import NonRetryableError
 from pydantic import BaseModel, ValidationError
 
 from consort.contracts.events import topic
-from consort.dapr import Reply, Sidecar, SidecarError, TargetUnavailable
-from consort.settings import SidecarSettings
+from consort.kit.dapr import Reply, Sidecar, SidecarError, TargetUnavailable
+from consort.kit.settings import SidecarSettings
 
 M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger("workflows")

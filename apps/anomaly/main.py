@@ -31,7 +31,6 @@ from actors.interfaces import METRIC_SERIES_ACTOR, ObserveCommand, ObserveResult
 from actors.metric_series import MetricSeriesActor, SeriesServices, detector_config
 from apps.anomaly.detector import detect, model_info
 from apps.anomaly.settings import AnomalySettings
-from consort.actors import actor_runtime_config, mount_actor_runtime, register_actor
 from consort.contracts.anomaly import (
     METRICS_OBSERVED,
     SERIES_ID_PATTERN,
@@ -47,9 +46,10 @@ from consort.contracts.anomaly import (
 )
 from consort.contracts.common import FieldProblem
 from consort.contracts.events import PUBSUB
-from consort.dapr import SidecarError
-from consort.errors import ProblemError
-from consort.events import (
+from consort.kit.actors import actor_runtime_config, mount_actor_runtime, register_actor
+from consort.kit.dapr import SidecarError
+from consort.kit.errors import ProblemError
+from consort.kit.events import (
     Bulk,
     CloudEvent,
     Delivery,
@@ -58,8 +58,8 @@ from consort.events import (
     deliveries,
     delivery_response,
 )
-from consort.service import ServiceKit, create_app
-from consort.telemetry import tracer as get_tracer
+from consort.kit.service import ServiceKit, create_app
+from consort.kit.telemetry import tracer as get_tracer
 
 log = logging.getLogger("anomaly")
 T = TypeVar("T")

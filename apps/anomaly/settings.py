@@ -4,7 +4,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from consort.contracts.anomaly import SeriesConfig
-from consort.settings import ServiceSettings, app_id_field
+from consort.kit.settings import ServiceSettings, app_id_field
 
 _SERIES = SeriesConfig()
 

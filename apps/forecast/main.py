@@ -26,9 +26,9 @@ from apps.forecast.models import LIBRARY, ForecastError, forecast
 from apps.forecast.settings import ForecastSettings
 from consort.contracts.common import FieldProblem
 from consort.contracts.forecast import ForecastRequest, ForecastResponse, SeriesForecast, SeriesIn
-from consort.errors import ProblemError
-from consort.service import ServiceKit, create_app
-from consort.telemetry import tracer as get_tracer
+from consort.kit.errors import ProblemError
+from consort.kit.service import ServiceKit, create_app
+from consort.kit.telemetry import tracer as get_tracer
 
 log = logging.getLogger("forecast")
 tracer = get_tracer("forecast")

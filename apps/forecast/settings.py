@@ -3,7 +3,7 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from consort.settings import ServiceSettings, app_id_field
+from consort.kit.settings import ServiceSettings, app_id_field
 
 
 class ForecastSettings(ServiceSettings):

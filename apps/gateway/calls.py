@@ -15,9 +15,9 @@ from pydantic import BaseModel
 
 from apps.gateway.settings import GatewaySettings
 from consort.contracts.common import Problem
-from consort.dapr import Reply, Sidecar, TargetUnavailable
-from consort.errors import PROBLEM_JSON, ProblemError
-from consort.service import ServiceKit
+from consort.kit.dapr import Reply, Sidecar, TargetUnavailable
+from consort.kit.errors import PROBLEM_JSON, ProblemError
+from consort.kit.service import ServiceKit
 
 log = logging.getLogger("gateway")
 settings = GatewaySettings()

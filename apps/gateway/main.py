@@ -72,9 +72,9 @@ from consort.contracts.vision import (
     Feature,
     ImageAnalysis,
 )
-from consort.dapr import EtagMismatch, SidecarError, TargetUnavailable
-from consort.errors import ProblemError
-from consort.events import (
+from consort.kit.dapr import EtagMismatch, SidecarError, TargetUnavailable
+from consort.kit.errors import ProblemError
+from consort.kit.events import (
     AlreadyApplied,
     Bulk,
     CloudEvent,
@@ -88,7 +88,7 @@ from consort.events import (
     fold_delivery,
     read_tracked,
 )
-from consort.service import create_app
+from consort.kit.service import create_app
 
 log = logging.getLogger("gateway")
 

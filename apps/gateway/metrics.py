@@ -31,7 +31,7 @@ from consort.contracts.anomaly import (
     SeriesSnapshot,
 )
 from consort.contracts.events import PUBSUB, topic
-from consort.events import (
+from consort.kit.events import (
     Bulk,
     Subscription,
     fold_delivery,

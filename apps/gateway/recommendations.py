@@ -40,8 +40,8 @@ from consort.contracts.recommender import (
     UserInteractions,
     UserRequest,
 )
-from consort.dapr import Reply, Sidecar, SidecarError
-from consort.errors import ProblemError
+from consort.kit.dapr import Reply, Sidecar, SidecarError
+from consort.kit.errors import ProblemError
 
 
 class Forward(Protocol):

@@ -5,7 +5,7 @@ from pydantic_settings import SettingsConfigDict
 
 from consort.contracts.vision import MAX_IMAGE_BYTES
 from consort.contracts.workflows import MAX_TRIAGE_REQUEST_BYTES
-from consort.settings import ServiceSettings, app_id_field
+from consort.kit.settings import ServiceSettings, app_id_field
 
 
 class GatewaySettings(ServiceSettings):

@@ -32,7 +32,7 @@ from consort.contracts.workflows import (
     WorkflowInfo,
     WorkflowStarted,
 )
-from consort.dapr import Sidecar
+from consort.kit.dapr import Sidecar
 
 Responses = dict[int | str, dict[str, Any]]
 NOT_FOUND: Responses = {404: {"model": Problem, "description": "No workflow with this id."}}

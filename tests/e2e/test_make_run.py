@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 
-from consort.processes import wait_until
-from consort.runtime import REPO
-from consort.system import RunFile
+from consort.dev.processes import wait_until
+from consort.dev.runtime import REPO
+from consort.dev.system import RunFile
 
 
 def processes_mentioning(text: str) -> list[str]:

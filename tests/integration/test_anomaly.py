@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from consort.system import LocalSystem
+from consort.dev.system import LocalSystem
 from tests.integration.helpers import eventually
 
 START = datetime(2026, 3, 1, tzinfo=UTC)

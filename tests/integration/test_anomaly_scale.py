@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from consort.observe import counter_total
-from consort.system import InfraPorts, LocalSystem, RunFile
+from consort.dev.observe import counter_total
+from consort.dev.system import InfraPorts, LocalSystem, RunFile
 from tests.integration.helpers import eventually
 
 SERIES = 5_000

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from apps.gateway.settings import GatewaySettings
-from consort.system import LocalSystem
+from consort.dev.system import LocalSystem
 
 DEADLINE_S = GatewaySettings().invoke_timeout_s
 

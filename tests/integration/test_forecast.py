@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from consort.system import LocalSystem
+from consort.dev.system import LocalSystem
 
 
 @pytest.fixture

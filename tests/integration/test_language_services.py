@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from consort.contracts.events import REVIEWS_SUBMITTED
-from consort.system import LocalSystem
+from consort.dev.system import LocalSystem
 from tests.integration.helpers import eventually
 
 REVIEW = "The battery is awful but the screen is gorgeous. I bought it from Apple in London."

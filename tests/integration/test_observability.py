@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 
-from consort.observe import fetch_trace, span_tree
-from consort.runtime import REPO
-from consort.system import LocalSystem
+from consort.dev.observe import fetch_trace, span_tree
+from consort.dev.runtime import REPO
+from consort.dev.system import LocalSystem
 from tests.integration.helpers import eventually, unique_text
 
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from consort.contracts.events import INTERACTIONS_RECORDED
-from consort.system import LocalSystem
+from consort.dev.system import LocalSystem
 from tests.integration.helpers import eventually
 
 #: Learning, training and restarts take seconds on two shared cores.

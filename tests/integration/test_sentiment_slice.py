@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from consort.contracts.events import TEXTS_ANALYZED
-from consort.system import LocalSystem
+from consort.dev.system import LocalSystem
 from tests.integration.helpers import eventually, unique_text
 
 

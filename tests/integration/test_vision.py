@@ -15,7 +15,7 @@ import pytest
 from skimage import data as samples
 
 from consort.contracts.vision import MAX_IMAGE_BYTES
-from consort.system import LocalSystem
+from consort.dev.system import LocalSystem
 from tests.integration.helpers import eventually
 
 

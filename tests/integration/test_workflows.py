@@ -25,8 +25,8 @@ from dapr.ext.workflow._durabletask.internal import orchestrator_service_pb2_grp
 from PIL import Image
 from skimage import data as samples
 
-from consort.cli import main as cli
-from consort.system import LocalSystem
+from consort.dev.cli import main as cli
+from consort.dev.system import LocalSystem
 from tests.integration.helpers import eventually
 
 COMPLAINT = "The Acme kettle arrived cracked and now it leaks everywhere. Terrible!"

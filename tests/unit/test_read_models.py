@@ -10,8 +10,8 @@ from apps.gateway.stats import TextStats, apply_event
 from consort.contracts.common import ModelInfo
 from consort.contracts.events import TextsAnalyzed, dead_letter
 from consort.contracts.sentiment import SentimentLabel
-from consort.dapr import EtagMismatch, StateItem
-from consort.events import Bulk, Subscription, Tracked, _settle, apply_many, deliveries
+from consort.kit.dapr import EtagMismatch, StateItem
+from consort.kit.events import Bulk, Subscription, Tracked, _settle, apply_many, deliveries
 
 
 def event(label: SentimentLabel, cached: bool = False) -> TextsAnalyzed:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from consort.runtime import REPO, Runtime
-from consort.system import InfraPorts, LocalSystem, RunFile
+from consort.dev.runtime import REPO, Runtime
+from consort.dev.system import InfraPorts, LocalSystem, RunFile
 
 
 def test_run_file_lists_every_app_with_distinct_ports() -> None:

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 
 from consort.contracts.common import ModelInfo
 from consort.contracts.sentiment import SentimentBatchRequest, SentimentRequest
-from consort.errors import field_problems
-from consort.service import ServiceKit, create_app
-from consort.settings import ServiceSettings
+from consort.kit.errors import field_problems
+from consort.kit.service import ServiceKit, create_app
+from consort.kit.settings import ServiceSettings
 
 
 @pytest.fixture(scope="module")

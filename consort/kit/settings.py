@@ -6,6 +6,9 @@ from `APP_ID`, which launchers set), so one variable configures every app alike.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -69,3 +72,11 @@ class ServiceSettings(BaseSettings):
         validation_alias=_shared("sidecar_timeout_s"),
         description="How long a call through the sidecar may take.",
     )
+
+
+def cache_dir() -> Path:
+    """The cache outside the clone (`CONSORT_CACHE`, else XDG cache/consort)."""
+    if "CONSORT_CACHE" in os.environ:
+        return Path(os.environ["CONSORT_CACHE"])
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "consort"

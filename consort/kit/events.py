@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError, field_serializer, field_validator
 
 from consort.contracts.events import dead_letter
-from consort.dapr import EtagMismatch, Sidecar, SidecarError, StateItem
+from consort.kit.dapr import EtagMismatch, Sidecar, SidecarError, StateItem
 
 M = TypeVar("M", bound=BaseModel)
 

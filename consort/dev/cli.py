@@ -18,10 +18,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from consort import workflow_commands
-from consort.processes import StartupError, Supervisor
-from consort.runtime import REPO, RuntimeMissing
-from consort.system import InfraPorts, LocalSystem, RunFile, default_run_dir
+from consort.dev import workflows_cli
+from consort.dev.processes import StartupError, Supervisor
+from consort.dev.runtime import REPO, RuntimeMissing
+from consort.dev.system import InfraPorts, LocalSystem, RunFile, default_run_dir
 
 console = Console(stderr=True)
 
@@ -157,7 +157,7 @@ def _stop(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from rich.live import Live
 
-    from consort.observe import app_status, read_endpoints, status_table
+    from consort.dev.observe import app_status, read_endpoints, status_table
 
     endpoints = read_endpoints(default_run_dir())["apps"]
 
@@ -179,7 +179,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _trace(args: argparse.Namespace) -> int:
-    from consort.observe import fetch_trace, read_endpoints, waterfall
+    from consort.dev.observe import fetch_trace, read_endpoints, waterfall
 
     zipkin = args.zipkin or read_endpoints(default_run_dir()).get("zipkin")
     if not zipkin:
@@ -217,10 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     trace_cmd.add_argument("--zipkin", help="Zipkin's URL (default: the running system's)")
     serve = sub.add_parser("serve", help="serve one app on $APP_PORT")
     serve.add_argument("target", help="MODULE:APP, e.g. apps.gateway.main:app")
-    workflow_commands.add_parser(sub)
+    workflows_cli.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "workflows":
-        return workflow_commands.run(args)
+        return workflows_cli.run(args)
     if args.command == "serve":
         return _serve(args.target)
     commands = {"run": _run, "stop": _stop, "status": _status, "trace": _trace}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from consort.kit.settings import cache_dir
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _versions() -> dict[str, str]:
@@ -18,14 +19,6 @@ def _versions() -> dict[str, str]:
             key, value = line.split("=", 1)
             pins[key] = value
     return pins
-
-
-def cache_dir() -> Path:
-    """The cache outside the clone (`CONSORT_CACHE`, else XDG cache/consort)."""
-    if "CONSORT_CACHE" in os.environ:
-        return Path(os.environ["CONSORT_CACHE"])
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "consort"
 
 
 class RuntimeMissing(RuntimeError):

@@ -25,22 +25,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from consort.contracts.catalog import Component, Route, ServiceInfo, SidecarInfo, Subscription
 from consort.contracts.common import ModelInfo
 from consort.contracts.events import TOPICS
-from consort.dapr import Sidecar, SidecarError
-from consort.errors import (
+from consort.kit.dapr import Sidecar, SidecarError
+from consort.kit.errors import (
     BodyLimitMiddleware,
     ProblemError,
     install_problem_handlers,
     problem_response,
     unexpected_error_response,
 )
-from consort.logging import (
+from consort.kit.logging import (
     configure_logging,
     trace_id_from_traceparent,
     trace_id_var,
     traceparent_var,
 )
-from consort.settings import ServiceSettings, SidecarSettings
-from consort.telemetry import Metrics, MetricsMiddleware, current_trace_id, setup_tracing
+from consort.kit.settings import ServiceSettings, SidecarSettings
+from consort.kit.telemetry import Metrics, MetricsMiddleware, current_trace_id, setup_tracing
 
 #: Largest event delivery (a bulk of up to 100 events) an app accepts from its sidecar.
 EVENT_DELIVERY_MAX_BYTES = 32 * 1024 * 1024

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import yaml
 
-from consort.processes import (
+from consort.dev.processes import (
     Proc,
     StartupError,
     Supervisor,
@@ -27,7 +27,7 @@ from consort.processes import (
     port_open,
     wait_until,
 )
-from consort.runtime import REPO, Runtime, RuntimeMissing
+from consort.dev.runtime import REPO, Runtime, RuntimeMissing
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ the W3C trace context it receives (from a caller, or from daprd delivering an ev
 sends its spans to Zipkin beside the sidecars' own, so one request is one trace across
 apps and sidecars.
 
-The sidecar client (`consort.dapr`) records a client span per call and passes the context
+The sidecar client (`consort.kit.dapr`) records a client span per call and passes the context
 on. Metrics: Prometheus counters and histograms served at `/metrics`.
 """
 

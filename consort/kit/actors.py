@@ -23,9 +23,9 @@ from dapr.serializers import DefaultJSONSerializer
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from consort.dapr import Sidecar
+from consort.kit.dapr import Sidecar
 
-log = logging.getLogger("consort.actors")
+log = logging.getLogger("consort.kit.actors")
 _serializer = DefaultJSONSerializer()
 
 

@@ -18,8 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consort.contracts.common import FieldProblem, Problem
-from consort.dapr import SidecarError
-from consort.logging import trace_id_var
+from consort.kit.dapr import SidecarError
+from consort.kit.logging import trace_id_var
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger(__name__)

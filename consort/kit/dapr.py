@@ -20,13 +20,13 @@ import aiohttp
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from consort.logging import traceparent_var
-from consort.settings import SidecarSettings
+from consort.kit.logging import traceparent_var
+from consort.kit.settings import SidecarSettings
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 #: The jobs API of daprd 1.18 (still alpha in name).
 JOBS_API = "/v1.0-alpha1/jobs"
-_tracer = trace.get_tracer("consort.dapr")
+_tracer = trace.get_tracer("consort.kit.dapr")
 
 
 class SidecarError(Exception):

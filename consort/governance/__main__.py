@@ -1,0 +1,5 @@
+import sys
+
+from consort.governance.cli import main
+
+sys.exit(main())
