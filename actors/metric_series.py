@@ -53,7 +53,6 @@ from consort.contracts.anomaly import (
     SeriesConfig,
     SeriesSnapshot,
 )
-from consort.contracts.events import topic
 from consort.kit.dapr import Sidecar
 
 log = logging.getLogger("anomaly.actor")
@@ -180,13 +179,12 @@ class MetricSeriesActor(Actor, MetricSeriesActorInterface, Remindable):
                 model=model,
                 detected_at=now,
             )
-            await services.sidecar.publish(
+            await services.sidecar.publish_event(
                 services.pubsub,
                 ANOMALIES_DETECTED,
-                event.model_dump(mode="json"),
+                event,
                 event_id=f"{self.series}:{at.isoformat()}",
                 source=services.source,
-                event_type=topic(ANOMALIES_DETECTED).event_type,
             )
         log.info("series %s: %d anomalous points published", self.series, len(anomalous))
 

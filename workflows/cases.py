@@ -18,12 +18,13 @@ import base64
 import hashlib
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel
 
 from consort.contracts.cases import Case, CaseEntry, CaseOutcome, CaseStatus
 from consort.contracts.workflows import CaseClosing, ImageRef
-from consort.kit.dapr import EtagMismatch, Sidecar
+from consort.kit.dapr import UNCHANGED, EtagMismatch, Sidecar
 
 CASE_KEY = "case:{id}"
 INDEX_KEY = "cases:index"
@@ -77,21 +78,17 @@ async def update_case(
 ) -> tuple[Case, bool]:
     """Apply `change` to the case by compare-and-set; `change` returns None when there is
     nothing to do (it was done before). The case after, and whether it changed."""
-    key = CASE_KEY.format(id=case_id)
-    for _ in range(ATTEMPTS):
-        item = await sc.get_state(store, key)
-        if item is None:
+
+    def step(value: Any | None) -> Any:
+        if value is None:
             raise CaseNotFound(case_id)
-        current = Case.model_validate(item.value)
-        changed = change(current)
-        if changed is None:
-            return current, False
-        try:
-            await sc.save_state(store, key, changed.model_dump(mode="json"), etag=item.etag)
-        except EtagMismatch:
-            continue
-        return changed, True
-    raise EtagMismatch(f"gave up on {key} after {ATTEMPTS} concurrent updates")
+        changed = change(Case.model_validate(value))
+        return UNCHANGED if changed is None else changed.model_dump(mode="json")
+
+    value, changed = await sc.update_state(
+        store, CASE_KEY.format(id=case_id), step, attempts=ATTEMPTS
+    )
+    return Case.model_validate(value), changed
 
 
 async def list_cases(
@@ -116,23 +113,13 @@ async def list_cases(
 
 
 async def _add_to_index(sc: Sidecar, store: str, case_id: str) -> None:
-    for _ in range(ATTEMPTS):
-        item = await sc.get_state(store, INDEX_KEY)
-        index = CaseIndex.model_validate(item.value) if item else CaseIndex(ids=[])
+    def step(value: Any | None) -> Any:
+        index = CaseIndex.model_validate(value) if value is not None else CaseIndex(ids=[])
         if case_id in index.ids:
-            return
-        index.ids = [*index.ids, case_id][-INDEX_LIMIT:]
-        try:
-            if item is not None and item.etag:
-                await sc.save_state(store, INDEX_KEY, index.model_dump(), etag=item.etag)
-            else:
-                await sc.save_state(
-                    store, INDEX_KEY, index.model_dump(), options={"concurrency": "first-write"}
-                )
-        except EtagMismatch:
-            continue
-        return
-    raise EtagMismatch(f"gave up on {INDEX_KEY} after {ATTEMPTS} concurrent updates")
+            return UNCHANGED
+        return CaseIndex(ids=[*index.ids, case_id][-INDEX_LIMIT:]).model_dump()
+
+    await sc.update_state(store, INDEX_KEY, step, attempts=ATTEMPTS)
 
 
 # -- a case's transitions: the new case, or None when it is there already ----------------------

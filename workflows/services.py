@@ -23,7 +23,6 @@ from dapr.ext.workflow import RetryPolicy
 from dapr.ext.workflow._durabletask.task import NonRetryableError
 from pydantic import BaseModel, ValidationError
 
-from consort.contracts.events import topic
 from consort.kit.dapr import Reply, Sidecar, SidecarError, TargetUnavailable
 from consort.kit.settings import SidecarSettings
 
@@ -154,13 +153,8 @@ class Services:
     async def publish(self, topic_name: str, data: BaseModel, *, event_id: str) -> str:
         """Publish `data` on `topic_name` as a CloudEvent with a deterministic id."""
         try:
-            return await self.sidecar().publish(
-                self.pubsub,
-                topic_name,
-                data.model_dump(mode="json"),
-                event_id=event_id,
-                source=self.source,
-                event_type=topic(topic_name).event_type,
+            return await self.sidecar().publish_event(
+                self.pubsub, topic_name, data, event_id=event_id, source=self.source
             )
         except SidecarError as exc:
             raise ServiceUnavailable(f"publish to {topic_name} failed: {exc}") from exc

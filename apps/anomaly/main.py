@@ -44,11 +44,10 @@ from consort.contracts.anomaly import (
     SeriesConfig,
     SeriesSnapshot,
 )
-from consort.contracts.common import FieldProblem
 from consort.contracts.events import PUBSUB
 from consort.kit.actors import actor_runtime_config, mount_actor_runtime, register_actor
 from consort.kit.dapr import SidecarError
-from consort.kit.errors import ProblemError
+from consort.kit.errors import ProblemError, invalid_field, unavailable
 from consort.kit.events import (
     Bulk,
     CloudEvent,
@@ -235,21 +234,14 @@ async def detect_anomalies(request: DetectRequest) -> DetectResult:
                     request.threshold or settings.threshold,
                 )
     except ValueError as exc:
-        raise ProblemError(
-            422,
-            "Invalid request",
-            str(exc),
-            slug="validation-error",
-            errors=[FieldProblem(field="body.values", message="too short for the period")],
-        ) from exc
+        raise invalid_field("body.values", "too short for the period", detail=str(exc)) from exc
     except TimeoutError as exc:
-        raise ProblemError(
-            503,
+        raise unavailable(
             "Time budget exceeded",
             f"scoring did not finish within {settings.detect_time_budget_s:g} s: send a "
             "shorter series, or a shorter period",
             slug="time-budget-exceeded",
-            headers={"Retry-After": "5"},
+            retry_after_s=5,
         ) from exc
 
 

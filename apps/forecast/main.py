@@ -24,9 +24,8 @@ from fastapi import FastAPI
 
 from apps.forecast.models import LIBRARY, ForecastError, forecast
 from apps.forecast.settings import ForecastSettings
-from consort.contracts.common import FieldProblem
 from consort.contracts.forecast import ForecastRequest, ForecastResponse, SeriesForecast, SeriesIn
-from consort.kit.errors import ProblemError
+from consort.kit.errors import ProblemError, invalid_field, unavailable
 from consort.kit.service import ServiceKit, create_app
 from consort.kit.telemetry import tracer as get_tracer
 
@@ -134,12 +133,10 @@ def _future_times(series: SeriesIn) -> list[datetime] | None:
         try:
             return [last + step * k for k in range(1, series.horizon + 1)]
         except OverflowError as exc:
-            raise ProblemError(
-                422,
-                "Invalid request",
-                f"series {series.id!r}: the forecast steps would pass the year 9999",
-                slug="validation-error",
-                errors=[FieldProblem(field="body.series.timestamps", message="too late to extend")],
+            raise invalid_field(
+                "body.series.timestamps",
+                "too late to extend",
+                detail=f"series {series.id!r}: the forecast steps would pass the year 9999",
             ) from exc
     if series.start is not None and series.frequency is not None:
         try:
@@ -147,12 +144,11 @@ def _future_times(series: SeriesIn) -> list[datetime] | None:
                 series.start, periods=len(series.values) + series.horizon, freq=series.frequency
             )
         except ValueError as exc:
-            raise ProblemError(
-                422,
-                "Invalid request",
-                f"frequency {series.frequency!r} is not a pandas offset alias (D, h, MS, QS, YS)",
-                slug="validation-error",
-                errors=[FieldProblem(field="body.series.frequency", message=str(exc))],
+            raise invalid_field(
+                "body.series.frequency",
+                str(exc),
+                detail=f"frequency {series.frequency!r} is not a pandas offset alias "
+                "(D, h, MS, QS, YS)",
             ) from exc
         return [t.to_pydatetime() for t in index[len(series.values) :]]
     return None
@@ -164,13 +160,12 @@ async def create_forecasts(request: ForecastRequest) -> ForecastResponse:
     pool = workers.get()
     if not pool.ready.is_set():
         # Fail fast rather than queue behind workers that are still starting.
-        raise ProblemError(
-            503,
+        raise unavailable(
             "Restarting",
             "The forecast workers are restarting after a request ran out of its time "
             "budget; retry in a few seconds.",
             slug="workers-restarting",
-            headers={"Retry-After": "3"},
+            retry_after_s=3,
         )
     labels = [_future_times(s) for s in request.series]
     jobs = [
@@ -189,13 +184,12 @@ async def create_forecasts(request: ForecastRequest) -> ForecastResponse:
             restart = asyncio.create_task(asyncio.to_thread(pool.restart))
             _background.add(restart)
             restart.add_done_callback(_background.discard)
-            raise ProblemError(
-                503,
+            raise unavailable(
                 "Time budget exceeded",
                 f"{len(jobs)} series did not finish within the {settings.time_budget_s:g} s "
                 "budget of one request: send fewer series (or shorter ones) per request.",
                 slug="time-budget-exceeded",
-                headers={"Retry-After": "1"},
+                retry_after_s=1,
             ) from exc
         except ForecastError as exc:
             raise ProblemError(422, "Cannot forecast", str(exc), slug="cannot-forecast") from exc

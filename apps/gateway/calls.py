@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from apps.gateway.settings import GatewaySettings
 from consort.contracts.common import Problem
 from consort.kit.dapr import Reply, Sidecar, TargetUnavailable
-from consort.kit.errors import PROBLEM_JSON, ProblemError
+from consort.kit.errors import PROBLEM_JSON, ProblemError, unavailable
 from consort.kit.service import ServiceKit
 
 log = logging.getLogger("gateway")
@@ -63,12 +63,10 @@ async def forward(
         response = await sc.invoke(app_id, method, timeout_s=timeout_s, **request)
     except TargetUnavailable as exc:
         log.warning("%s unavailable: %s", app_id, exc)
-        raise ProblemError(
-            503,
+        raise unavailable(
             "Service unavailable",
             f"The {app_id} service did not answer within {timeout_s:g} s; try again shortly.",
-            slug="service-unavailable",
-            headers={"Retry-After": "2"},
+            retry_after_s=2,
         ) from exc
     if response.status < 400:
         return response

@@ -30,6 +30,7 @@ from apps.gateway.calls import (
     settings,
     sidecar,
 )
+from apps.gateway.review_join import joined
 from apps.gateway.stats import TextStats, apply_event
 from consort.contracts.analysis import TextAnalysis, aspect_sentiments
 from consort.contracts.catalog import Catalog, CatalogEntry, ServiceInfo
@@ -43,7 +44,6 @@ from consort.contracts.events import (
     TOPICS,
     TextsAnalyzed,
     dead_letter,
-    topic,
 )
 from consort.contracts.forecast import ForecastRequest, ForecastResponse
 from consort.contracts.nlp import NlpRequest, NlpResult
@@ -72,8 +72,8 @@ from consort.contracts.vision import (
     Feature,
     ImageAnalysis,
 )
-from consort.kit.dapr import EtagMismatch, SidecarError, TargetUnavailable
-from consort.kit.errors import ProblemError
+from consort.kit.dapr import UNCHANGED, EtagMismatch, SidecarError, TargetUnavailable
+from consort.kit.errors import ProblemError, invalid_field, unavailable
 from consort.kit.events import (
     AlreadyApplied,
     Bulk,
@@ -247,12 +247,8 @@ async def read_image(request: Request) -> tuple[bytes, str]:
         form = await request.form(max_files=1, max_fields=5)
         upload = form.get("image")
         if not isinstance(upload, StarletteUploadFile):
-            raise ProblemError(
-                422,
-                "Invalid request",
-                "The multipart form has no file field `image`.",
-                slug="validation-error",
-                errors=[FieldProblem(field="body.image", message="is required")],
+            raise invalid_field(
+                "body.image", "is required", detail="The multipart form has no file field `image`."
             )
         data = await upload.read()
         content_type = (upload.content_type or "").lower()
@@ -289,13 +285,11 @@ def parse_features(features: str) -> list[Feature]:
     allowed = ", ".join(f.value for f in Feature)
     unknown = [n for n in names if n not in {f.value for f in Feature}]
     if unknown or not names:
-        raise ProblemError(
-            422,
-            "Invalid request",
-            f"query.features must list some of: {allowed}"
+        raise invalid_field(
+            "query.features",
+            f"must list some of: {allowed}",
+            detail=f"query.features must list some of: {allowed}"
             + (f"; unknown: {', '.join(unknown)}" if unknown else ""),
-            slug="validation-error",
-            errors=[FieldProblem(field="query.features", message=f"must list some of: {allowed}")],
         )
     return [Feature(n) for n in dict.fromkeys(names)]
 
@@ -422,10 +416,9 @@ async def submit_reviews(submission: ReviewsSubmission, sc: SidecarDep) -> Revie
     to_queue = {
         i: r for i, r in reviews.items() if i in fresh or stored[i].status is ReviewStatus.PENDING
     }
-    submitted = topic(REVIEWS_SUBMITTED)
     outcomes = await asyncio.gather(
         *(
-            sc.publish(
+            sc.publish_event(
                 settings.pubsub_name,
                 REVIEWS_SUBMITTED,
                 ReviewSubmitted(
@@ -433,10 +426,9 @@ async def submit_reviews(submission: ReviewsSubmission, sc: SidecarDep) -> Revie
                     text=r.text,
                     product=r.product,
                     submitted_at=stored[i].submitted_at if i in stored else now,
-                ).model_dump(mode="json"),
+                ),
                 event_id=f"{i}:submitted",
                 source=settings.app_id,
-                event_type=submitted.event_type,
             )
             for i, r in to_queue.items()
         ),
@@ -444,13 +436,12 @@ async def submit_reviews(submission: ReviewsSubmission, sc: SidecarDep) -> Revie
     )
     failed = [i for i, o in zip(to_queue, outcomes, strict=True) if isinstance(o, BaseException)]
     if failed:
-        raise ProblemError(
-            503,
+        raise unavailable(
             "Reviews not queued",
             f"{len(failed)} of {len(to_queue)} reviews could not be queued; submit them again "
             f"with these ids (resubmission is idempotent): {', '.join(failed)}",
             slug="reviews-not-queued",
-            headers={"Retry-After": "2"},
+            retry_after_s=2,
         )
     return ReviewsAccepted(ids=list(reviews))
 
@@ -542,44 +533,20 @@ async def on_review_results(body: Annotated[dict[str, Any], Body()]) -> JSONResp
 async def join_review(result: ReviewEntitiesExtracted | ReviewSentimentScored) -> None:
     """Add one service's result to its review; complete it when both are in. Idempotent:
     a result already present is left as it is, and a review completes once."""
-    key = REVIEW_KEY.format(id=result.review_id)
-    for _ in range(50):
-        item = await kit.sidecar.get_state(settings.statestore_name, key)
-        review = (
-            ReviewAnalysis.model_validate(item.value)
-            if item
-            else ReviewAnalysis(  # a review published by another producer than the gateway
-                id=result.review_id, status=ReviewStatus.PENDING, submitted_at=datetime.now(UTC)
-            )
-        )
-        if isinstance(result, ReviewEntitiesExtracted):
-            if review.entities is not None:
-                return
-            review.entities = result.nlp
-        else:
-            if review.sentiment is not None:
-                return
-            review.sentiment = result.sentiment
-        completes = review.entities is not None and review.sentiment is not None
-        if completes and review.entities and review.sentiment:
-            review.status = ReviewStatus.COMPLETE
-            review.completed_at = datetime.now(UTC)
-            review.aspects = aspect_sentiments(review.entities, review.sentiment)
-        try:
-            await kit.sidecar.save_state(
-                settings.statestore_name,
-                key,
-                review.model_dump(mode="json"),
-                etag=item.etag if item else None,
-                options=None if item else {"concurrency": "first-write"},
-                metadata={"ttlInSeconds": str(REVIEW_TTL_S)},
-            )
-        except EtagMismatch:
-            continue
-        if completes:
-            log.info("review %s complete", review.id)
-        return
-    raise EtagMismatch(f"gave up joining review {result.review_id}")
+
+    def change(value: Any | None) -> Any:
+        current = ReviewAnalysis.model_validate(value) if value is not None else None
+        review = joined(current, result, datetime.now(UTC))
+        return UNCHANGED if review is None else review.model_dump(mode="json")
+
+    value, changed = await kit.sidecar.update_state(
+        settings.statestore_name,
+        REVIEW_KEY.format(id=result.review_id),
+        change,
+        metadata={"ttlInSeconds": str(REVIEW_TTL_S)},
+    )
+    if changed and value is not None and value["status"] == ReviewStatus.COMPLETE.value:
+        log.info("review %s complete", result.review_id)
 
 
 @app.post("/events/dead-letters", include_in_schema=False)

@@ -30,7 +30,7 @@ from consort.contracts.anomaly import (
     ScoresOut,
     SeriesSnapshot,
 )
-from consort.contracts.events import PUBSUB, topic
+from consort.contracts.events import PUBSUB
 from consort.kit.events import (
     Bulk,
     Subscription,
@@ -82,13 +82,12 @@ async def add_points(
     """
     if not wait:
         event = MetricsObserved(series=series, points=request.points, config=request.config)
-        event_id = await sc.publish(
+        event_id = await sc.publish_event(
             settings.pubsub_name,
             METRICS_OBSERVED,
-            event.model_dump(mode="json"),
+            event,
             event_id=str(uuid.uuid4()),
             source=settings.app_id,
-            event_type=topic(METRICS_OBSERVED).event_type,
         )
         accepted = PointsAccepted(series=series, points=len(request.points), event_id=event_id)
         return JSONResponse(accepted.model_dump(mode="json"), status_code=202)

@@ -41,7 +41,7 @@ from consort.contracts.recommender import (
     UserRequest,
 )
 from consort.kit.dapr import Reply, Sidecar, SidecarError
-from consort.kit.errors import ProblemError
+from consort.kit.errors import unavailable
 
 
 class Forward(Protocol):
@@ -127,13 +127,12 @@ def router(
         except SidecarError:
             failed = list(events)
         if failed:
-            raise ProblemError(
-                503,
+            raise unavailable(
                 "Interactions not recorded",
                 f"{len(failed)} of {len(events)} interactions could not be published; send them "
                 f"again with these ids (resending is idempotent): {', '.join(failed[:20])}",
                 slug="interactions-not-recorded",
-                headers={"Retry-After": "2"},
+                retry_after_s=2,
             )
         return InteractionsAccepted(ids=ids)
 

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from apps.nlp.analyzer import NlpAnalyzer
 from apps.nlp.batching import MicroBatcher
 from apps.nlp.settings import NlpSettings
-from consort.contracts.events import PUBSUB, REVIEWS_ENTITIES_EXTRACTED, REVIEWS_SUBMITTED, topic
+from consort.contracts.events import PUBSUB, REVIEWS_ENTITIES_EXTRACTED, REVIEWS_SUBMITTED
 from consort.contracts.nlp import NlpBatchRequest, NlpBatchResult, NlpRequest, NlpResult
 from consort.contracts.reviews import ReviewEntitiesExtracted, ReviewSubmitted
 from consort.kit.events import Bulk, Subscription, declare_subscriptions, relay
@@ -115,13 +115,12 @@ async def on_reviews_submitted(body: Annotated[dict[str, Any], Body()]) -> JSONR
         return await analyze([r.text for r in reviews], tokens=False)
 
     async def publish(review: ReviewSubmitted, result: NlpResult) -> str:
-        return await kit.sidecar.publish(
+        return await kit.sidecar.publish_event(
             settings.pubsub_name,
             REVIEWS_ENTITIES_EXTRACTED,
-            ReviewEntitiesExtracted(review_id=review.review_id, nlp=result).model_dump(mode="json"),
+            ReviewEntitiesExtracted(review_id=review.review_id, nlp=result),
             event_id=f"{review.review_id}:entities",
             source=settings.app_id,
-            event_type=topic(REVIEWS_ENTITIES_EXTRACTED).event_type,
         )
 
     # daprd delivers as soon as the app is alive, maybe before the model has loaded.

@@ -42,7 +42,7 @@ from consort.contracts.cases import (
     DecisionIn,
 )
 from consort.contracts.common import Problem
-from consort.contracts.events import PUBSUB, topic
+from consort.contracts.events import PUBSUB
 from consort.contracts.workflows import (
     DECISION_EVENT,
     FORECAST_AND_ALERT,
@@ -60,7 +60,7 @@ from consort.contracts.workflows import (
     WorkflowStarted,
     WorkflowStatus,
 )
-from consort.kit.dapr import EtagMismatch, SidecarError
+from consort.kit.dapr import SidecarError
 from consort.kit.errors import ProblemError, problem_response
 from consort.kit.events import CloudEvent, Delivery, Subscription, declare_subscriptions, delivery
 from consort.kit.service import ServiceKit, create_app
@@ -398,7 +398,7 @@ async def _close_terminated_case(case_id: str, reason: str) -> None:
     except cases.CaseNotFound:
         return  # terminated before it opened one
     if changed and case.closed_at:
-        await kit.sidecar.publish(
+        await kit.sidecar.publish_event(
             settings.pubsub_name,
             CASES_CLOSED,
             CaseClosed(
@@ -406,10 +406,9 @@ async def _close_terminated_case(case_id: str, reason: str) -> None:
                 outcome=CaseOutcome.TERMINATED,
                 closed_at=case.closed_at,
                 reason=reason,
-            ).model_dump(mode="json"),
+            ),
             event_id=f"{case.id}:closed",
             source=settings.app_id,
-            event_type=topic(CASES_CLOSED).event_type,
         )
 
 
@@ -604,17 +603,7 @@ async def _recent_runs() -> list[str]:
 
 
 async def _remember_run(instance_id: str) -> None:
-    for _ in range(20):
-        item = await kit.sidecar.get_state(settings.statestore_name, RECENT_RUNS_KEY)
-        runs = [instance_id, *(r for r in (item.value if item else []) if r != instance_id)]
-        try:
-            await kit.sidecar.save_state(
-                settings.statestore_name,
-                RECENT_RUNS_KEY,
-                runs[:RECENT_RUNS_KEPT],
-                etag=item.etag if item else None,
-                options=None if item else {"concurrency": "first-write"},
-            )
-        except EtagMismatch:
-            continue
-        return
+    def step(value: Any | None) -> Any:
+        return [instance_id, *(r for r in (value or []) if r != instance_id)][:RECENT_RUNS_KEPT]
+
+    await kit.sidecar.update_state(settings.statestore_name, RECENT_RUNS_KEY, step, attempts=20)

@@ -45,7 +45,7 @@ from apps.recommender.rules import AssociationRules
 from apps.recommender.settings import RecommenderSettings
 from apps.recommender.snapshot import Snapshot
 from apps.recommender.training import die_with_parent, train
-from consort.contracts.common import FieldProblem, ModelInfo
+from consort.contracts.common import ModelInfo
 from consort.contracts.events import INTERACTIONS_RECORDED, PUBSUB
 from consort.contracts.recommender import (
     AlsInfo,
@@ -68,7 +68,7 @@ from consort.contracts.recommender import (
     UserRequest,
 )
 from consort.kit.dapr import SidecarError
-from consort.kit.errors import ProblemError
+from consort.kit.errors import ProblemError, invalid_field, unavailable
 from consort.kit.events import (
     Bulk,
     CloudEvent,
@@ -194,12 +194,11 @@ class Service:
     def serving(self) -> Recommender:
         """The recommender, or a 503 problem while the snapshot loads."""
         if self.recommender is None:
-            raise ProblemError(
-                503,
+            raise unavailable(
                 "Model not ready",
                 self.failure or "the model snapshot is still loading; retry shortly",
                 slug="model-not-ready",
-                headers={"Retry-After": "1"},
+                retry_after_s=1,
             )
         return self.recommender
 
@@ -469,16 +468,11 @@ app = create_app(
 
 def _within_k_max(k: int) -> None:
     if k > settings.k_max:
-        raise ProblemError(
-            422,
-            "Invalid request",
-            f"k must be at most {settings.k_max}",
-            slug="validation-error",
-            errors=[
-                FieldProblem(
-                    field="k", message=f"must be at most {settings.k_max}", limit=settings.k_max
-                )
-            ],
+        raise invalid_field(
+            "k",
+            f"must be at most {settings.k_max}",
+            detail=f"k must be at most {settings.k_max}",
+            limit=settings.k_max,
         )
 
 

@@ -24,7 +24,6 @@ from consort.contracts.events import (
     REVIEWS_SUBMITTED,
     TEXTS_ANALYZED,
     TextsAnalyzed,
-    topic,
 )
 from consort.contracts.reviews import ReviewSentimentScored, ReviewSubmitted
 from consort.contracts.sentiment import (
@@ -120,12 +119,8 @@ async def _announce(texts: list[str], results: list[SentimentResult]) -> None:
     ]
     outcomes = await asyncio.gather(
         *(
-            kit.sidecar.publish(
-                settings.pubsub_name,
-                TEXTS_ANALYZED,
-                e,
-                source=settings.app_id,
-                event_type=topic(TEXTS_ANALYZED).event_type,
+            kit.sidecar.publish_event(
+                settings.pubsub_name, TEXTS_ANALYZED, e, source=settings.app_id
             )
             for e in events
         ),
@@ -170,15 +165,12 @@ async def on_reviews_submitted(body: Annotated[dict[str, Any], Body()]) -> JSONR
         return await _score([r.text for r in reviews], announce=False)
 
     async def publish(review: ReviewSubmitted, result: SentimentResult) -> str:
-        return await kit.sidecar.publish(
+        return await kit.sidecar.publish_event(
             settings.pubsub_name,
             REVIEWS_SENTIMENT_SCORED,
-            ReviewSentimentScored(review_id=review.review_id, sentiment=result).model_dump(
-                mode="json"
-            ),
+            ReviewSentimentScored(review_id=review.review_id, sentiment=result),
             event_id=f"{review.review_id}:sentiment",
             source=settings.app_id,
-            event_type=topic(REVIEWS_SENTIMENT_SCORED).event_type,
         )
 
     # daprd delivers as soon as the app is alive, maybe before the model has loaded.

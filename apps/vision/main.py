@@ -21,7 +21,7 @@ from apps.vision.ocr import TextReader
 from apps.vision.quality import measure
 from apps.vision.settings import VisionSettings
 from consort.contracts.common import FieldProblem
-from consort.contracts.events import IMAGES_ANALYZED, topic
+from consort.contracts.events import IMAGES_ANALYZED
 from consort.contracts.vision import (
     IMAGE_MEDIA_TYPES,
     FaceModel,
@@ -30,7 +30,7 @@ from consort.contracts.vision import (
     ImagesAnalyzed,
 )
 from consort.kit.dapr import SidecarError
-from consort.kit.errors import ProblemError
+from consort.kit.errors import ProblemError, invalid_field
 from consort.kit.service import ServiceKit, create_app
 from consort.kit.telemetry import tracer as get_tracer
 
@@ -98,12 +98,10 @@ def _features(value: str) -> list[Feature]:
         return [Feature(n) for n in dict.fromkeys(names)] or list(Feature)
     except ValueError as exc:
         allowed = ", ".join(f.value for f in Feature)
-        raise ProblemError(
-            422,
-            "Invalid request",
-            f"query.features must list some of: {allowed}",
-            slug="validation-error",
-            errors=[FieldProblem(field="query.features", message=f"must list some of: {allowed}")],
+        raise invalid_field(
+            "query.features",
+            f"must list some of: {allowed}",
+            detail=f"query.features must list some of: {allowed}",
         ) from exc
 
 
@@ -190,12 +188,8 @@ async def _announce(result: ImageAnalysis, features: list[Feature]) -> None:
         models=result.models,
     )
     try:
-        await kit.sidecar.publish(
-            settings.pubsub_name,
-            IMAGES_ANALYZED,
-            event.model_dump(mode="json"),
-            source=settings.app_id,
-            event_type=topic(IMAGES_ANALYZED).event_type,
+        await kit.sidecar.publish_event(
+            settings.pubsub_name, IMAGES_ANALYZED, event, source=settings.app_id
         )
     except SidecarError as exc:
         log.error("images.analyzed not published: %s", exc)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -19,7 +19,9 @@ from urllib.parse import quote, urlencode
 import aiohttp
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from pydantic import BaseModel
 
+from consort.contracts.events import topic
 from consort.kit.logging import traceparent_var
 from consort.kit.settings import SidecarSettings
 
@@ -44,6 +46,10 @@ class TargetUnavailable(SidecarError):
 
 class EtagMismatch(SidecarError):
     """A state write lost an optimistic-concurrency race."""
+
+
+#: What a `Sidecar.update_state` change returns when there is nothing to write.
+UNCHANGED: Any = object()
 
 
 @dataclass(frozen=True)
@@ -312,6 +318,36 @@ class Sidecar:
             )
         return event_id
 
+    async def publish_event(
+        self,
+        pubsub: str,
+        topic_name: str,
+        payload: BaseModel | Mapping[str, Any],
+        *,
+        source: str,
+        event_id: str | None = None,
+    ) -> str:
+        """Publish one event of a contract topic: the payload as JSON, the CloudEvent type
+        of the topic's version (`consort.<topic>.v<N>`). Returns the event id.
+
+        Args:
+            pubsub: the pub/sub component's name.
+            topic_name: a topic of `consort.contracts.events.TOPICS`.
+            payload: the topic's payload model (or its JSON form).
+            source: the CloudEvent source, the publishing app's id.
+            event_id: the idempotency key consumers see; a fresh uuid when omitted. Give a
+                deterministic one wherever the same event may be published again.
+        """
+        data = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
+        return await self.publish(
+            pubsub,
+            topic_name,
+            data,
+            event_id=event_id,
+            source=source,
+            event_type=topic(topic_name).event_type,
+        )
+
     async def publish_bulk(
         self,
         pubsub: str,
@@ -430,6 +466,71 @@ class Sidecar:
         if metadata:
             item["metadata"] = dict(metadata)
         await self._write(f"/v1.0/state/{store}", [item])
+
+    async def save_over(
+        self,
+        store: str,
+        key: str,
+        current: StateItem | None,
+        value: Any,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Write `value` over what was read as `current` (compare-and-set); False when
+        another writer was first. With `current` None only the first writer creates the key.
+
+        Args:
+            store: the state store name.
+            key: the key.
+            current: what `get_state` returned before the change (None: no value yet).
+            value: the new value (JSON-able).
+            metadata: per-item metadata, such as `ttlInSeconds`.
+        """
+        try:
+            if current is not None and current.etag:
+                await self.save_state(store, key, value, etag=current.etag, metadata=metadata)
+            else:
+                await self.save_state(
+                    store, key, value, options={"concurrency": "first-write"}, metadata=metadata
+                )
+        except EtagMismatch:
+            return False
+        return True
+
+    async def update_state(
+        self,
+        store: str,
+        key: str,
+        change: Callable[[Any | None], Any],
+        *,
+        attempts: int = 50,
+        metadata: Mapping[str, str] | None = None,
+    ) -> tuple[Any | None, bool]:
+        """Change the value at `key` by compare-and-set, retrying lost races.
+
+        Args:
+            store: the state store name.
+            key: the key.
+            change: the new value from the current one (None when absent), or `UNCHANGED`
+                when there is nothing to write. Pure: it runs again after a lost race.
+            attempts: how many races to lose before giving up.
+            metadata: per-item metadata of the write, such as `ttlInSeconds`.
+
+        Returns:
+            The value after (the current one when unchanged), and whether this call wrote it.
+
+        Raises:
+            EtagMismatch: every attempt lost its race (the caller should retry later).
+        """
+        for _ in range(attempts):
+            current = await self.get_state(store, key)
+            value = current.value if current else None
+            new = change(value)
+            if new is UNCHANGED:
+                return value, False
+            if await self.save_over(store, key, current, new, metadata=metadata):
+                return new, True
+        raise EtagMismatch(f"gave up on {key} after {attempts} concurrent updates")
 
     async def delete_states(self, store: str, keys: list[str]) -> None:
         """Delete several keys in one state transaction (absent keys are no error)."""

@@ -47,6 +47,49 @@ class ProblemError(Exception):
         self.headers = headers
 
 
+def invalid_field(
+    field: str,
+    message: str,
+    *,
+    detail: str | None = None,
+    limit: Any = None,
+) -> ProblemError:
+    """The 422 problem of one field that breaks the contract, to raise.
+
+    Args:
+        field: where, as the validation errors name it (`body.series.frequency`, `k`).
+        message: what is wrong with it, naming the limit (`must be at most 50`).
+        detail: the sentence for the whole problem; `<field> <message>` when omitted.
+        limit: the limit itself, for clients that read it (`FieldProblem.limit`).
+    """
+    return ProblemError(
+        422,
+        "Invalid request",
+        detail or f"{field} {message}",
+        slug="validation-error",
+        errors=[FieldProblem(field=field, message=message, limit=limit)],
+    )
+
+
+def unavailable(
+    title: str,
+    detail: str,
+    *,
+    slug: str = "service-unavailable",
+    retry_after_s: int = 2,
+) -> ProblemError:
+    """A 503 problem with `Retry-After`, to raise: the service (or what it needs) is not
+    able to answer now, and the same request may succeed later.
+
+    Args:
+        title: the short title (`Model not ready`, `Restarting`).
+        detail: what happened and what to do.
+        slug: the problem type's last part (`urn:consort:problem:<slug>`).
+        retry_after_s: the seconds a client should wait before retrying.
+    """
+    return ProblemError(503, title, detail, slug=slug, headers={"Retry-After": str(retry_after_s)})
+
+
 def problem_type(slug: str | None) -> str:
     """The `type` URI of a Consort problem."""
     return f"urn:consort:problem:{slug}" if slug else "about:blank"

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError, field_serializer, field_validator
 
 from consort.contracts.events import dead_letter
-from consort.kit.dapr import EtagMismatch, Sidecar, SidecarError, StateItem
+from consort.kit.dapr import UNCHANGED, EtagMismatch, Sidecar, SidecarError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -273,7 +273,7 @@ async def apply_many(
             ).model_dump(mode="json"),
             in_flight=[*(tracked.in_flight if tracked else []), *applied],
         )
-        if not await _save_over(sidecar, store, key, current, new):
+        if not await sidecar.save_over(store, key, current, new.model_dump()):
             continue
         value = model.model_validate(new.value)
         break
@@ -358,23 +358,6 @@ def _settle(tracked: Tracked | None, event_ids: set[str]) -> Tracked | None:
     )
 
 
-async def _save_over(
-    sidecar: Sidecar, store: str, key: str, current: StateItem | None, new: Tracked
-) -> bool:
-    """Write `new` over what was read as `current`; False when another writer was first."""
-    try:
-        if current is not None and current.etag:
-            await sidecar.save_state(store, key, new.model_dump(), etag=current.etag)
-        else:
-            # No value yet: only the first writer may create it.
-            await sidecar.save_state(
-                store, key, new.model_dump(), options={"concurrency": "first-write"}
-            )
-    except EtagMismatch:
-        return False
-    return True
-
-
 async def _compare_and_set(
     sidecar: Sidecar,
     store: str,
@@ -383,16 +366,13 @@ async def _compare_and_set(
     attempts: int,
     change: Callable[[Tracked | None], Tracked | None],
 ) -> M | None:
-    for _ in range(attempts):
-        current = await sidecar.get_state(store, key)
-        tracked = Tracked.model_validate(current.value) if current else None
+    def step(value: Any | None) -> Any:
+        tracked = Tracked.model_validate(value) if value is not None else None
         new = change(tracked)
-        if new is None:  # nothing to write
-            return model.model_validate(tracked.value) if tracked else None
-        if not await _save_over(sidecar, store, key, current, new):
-            continue
-        return model.model_validate(new.value)
-    raise EtagMismatch(f"gave up on {key} after {attempts} concurrent updates")
+        return UNCHANGED if new is None else new.model_dump()
+
+    value, _ = await sidecar.update_state(store, key, step, attempts=attempts)
+    return model.model_validate(Tracked.model_validate(value).value) if value is not None else None
 
 
 async def read_tracked(sidecar: Sidecar, store: str, key: str, model: type[M]) -> M | None:

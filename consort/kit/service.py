@@ -28,9 +28,9 @@ from consort.contracts.events import TOPICS
 from consort.kit.dapr import Sidecar, SidecarError
 from consort.kit.errors import (
     BodyLimitMiddleware,
-    ProblemError,
     install_problem_handlers,
     problem_response,
+    unavailable,
     unexpected_error_response,
 )
 from consort.kit.logging import (
@@ -97,14 +97,13 @@ class ModelSlot(Generic[T]):
     def get(self) -> T:
         """The model, or a 503 problem while it loads (or after it failed to)."""
         if self._model is None:
-            raise ProblemError(
-                503,
+            raise unavailable(
                 "Model not ready",
                 f"model {self.name} failed to load: {self._error}"
                 if self._error
                 else f"model {self.name} is still loading; retry shortly",
                 slug="model-not-ready",
-                headers={"Retry-After": "1"},
+                retry_after_s=1,
             )
         return self._model
 

@@ -10,7 +10,7 @@ from apps.gateway.stats import TextStats, apply_event
 from consort.contracts.common import ModelInfo
 from consort.contracts.events import TextsAnalyzed, dead_letter
 from consort.contracts.sentiment import SentimentLabel
-from consort.kit.dapr import EtagMismatch, StateItem
+from consort.kit.dapr import EtagMismatch, Sidecar, StateItem
 from consort.kit.events import Bulk, Subscription, Tracked, _settle, apply_many, deliveries
 
 
@@ -49,6 +49,10 @@ class StateDouble:
 
     def __init__(self) -> None:
         self.data: dict[str, tuple[Any, int]] = {}
+
+    # The kit's compare-and-set, run against this double's get_state and save_state.
+    save_over = Sidecar.save_over
+    update_state = Sidecar.update_state
 
     async def get_state(self, store: str, key: str) -> StateItem | None:
         if key not in self.data:
