@@ -187,35 +187,8 @@ def _to_bgr(image: Image.Image) -> BGRImage:
     return _bgr(np.asarray(image, dtype=np.uint8), cv2.COLOR_RGB2BGR)
 
 
-def decode_image(
-    data: bytes,
-    media_type: str | None = None,
-    *,
-    max_bytes: int = MAX_IMAGE_BYTES,
-    max_pixels: int = MAX_IMAGE_PIXELS,
-) -> DecodedImage:
-    """Check and decode an uploaded image.
-
-    Args:
-        data: the image file as sent.
-        media_type: its Content-Type, if any (parameters are ignored). None or
-            `application/octet-stream`: the bytes alone decide the format.
-        max_bytes: most bytes accepted.
-        max_pixels: most pixels (width x height) accepted, checked from the header before
-            anything is decoded.
-
-    Returns:
-        The pixels as 8-bit BGR (greyscale widened to three channels, transparency laid on
-        white, EXIF orientation applied so coordinates match what viewers show) and the
-        image's format, size, byte count and SHA-256.
-
-    Raises:
-        EmptyImage: no bytes (422).
-        ImageTooLarge: more than `max_bytes` (413).
-        UnsupportedImage: not JPEG, PNG or WebP, or not what `media_type` says (415).
-        TooManyPixels: the header announces more than `max_pixels` (413).
-        CorruptImage: truncated or undecodable data (422).
-    """
+def _checked_format(data: bytes, media_type: str | None, max_bytes: int) -> str:
+    """The format the bytes are in, after the checks that need no decoding."""
     if not data:
         raise EmptyImage("the image is empty (0 bytes)")
     if len(data) > max_bytes:
@@ -233,7 +206,11 @@ def decode_image(
         raise UnsupportedImage(
             f"the media type says {declared} but the content is {found}", limit=_accepted()
         )
+    return found
 
+
+def _decode_pixels(data: bytes, found: str, max_pixels: int) -> BGRImage:
+    """The oriented BGR pixels, the size checked from the header before decoding."""
     with warnings.catch_warnings():
         # Pillow warns (and past twice its own limit, raises) about large images; the
         # limit enforced here is max_pixels, checked from the header just below.
@@ -265,6 +242,40 @@ def decode_image(
         finally:
             image.close()
 
+    return pixels
+
+
+def decode_image(
+    data: bytes,
+    media_type: str | None = None,
+    *,
+    max_bytes: int = MAX_IMAGE_BYTES,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+) -> DecodedImage:
+    """Check and decode an uploaded image.
+
+    Args:
+        data: the image file as sent.
+        media_type: its Content-Type, if any (parameters are ignored). None or
+            `application/octet-stream`: the bytes alone decide the format.
+        max_bytes: most bytes accepted.
+        max_pixels: most pixels (width x height) accepted, checked from the header before
+            anything is decoded.
+
+    Returns:
+        The pixels as 8-bit BGR (greyscale widened to three channels, transparency laid on
+        white, EXIF orientation applied so coordinates match what viewers show) and the
+        image's format, size, byte count and SHA-256.
+
+    Raises:
+        EmptyImage: no bytes (422).
+        ImageTooLarge: more than `max_bytes` (413).
+        UnsupportedImage: not JPEG, PNG or WebP, or not what `media_type` says (415).
+        TooManyPixels: the header announces more than `max_pixels` (413).
+        CorruptImage: truncated or undecodable data (422).
+    """
+    found = _checked_format(data, media_type, max_bytes)
+    pixels = _decode_pixels(data, found, max_pixels)
     height, width = pixels.shape[:2]
     return DecodedImage(
         pixels=np.ascontiguousarray(pixels),
