@@ -108,12 +108,15 @@ class SidecarActorClient(DaprActorClientBase):
     async def invoke_method(
         self, actor_type: str, actor_id: str, method: str, data: bytes | None = None
     ) -> bytes:
+        """Call an actor method through placement; returns the method's body."""
         return await self._sidecar.actor_api("POST", actor_type, actor_id, f"method/{method}", data)
 
     async def save_state_transactionally(self, actor_type: str, actor_id: str, data: bytes) -> None:
+        """Write a hosted actor's state changes (the SDK's transaction body)."""
         await self._sidecar.actor_api("PUT", actor_type, actor_id, "state", data)
 
     async def get_state(self, actor_type: str, actor_id: str, name: str) -> bytes:
+        """Read one state key of a hosted actor."""
         return await self._sidecar.actor_api(
             "GET", actor_type, actor_id, f"state/{quote(name, safe='')}", None
         )
@@ -121,15 +124,19 @@ class SidecarActorClient(DaprActorClientBase):
     async def register_reminder(
         self, actor_type: str, actor_id: str, name: str, data: bytes
     ) -> None:
+        """Register (or replace) a durable reminder of a hosted actor."""
         await self._sidecar.actor_api("PUT", actor_type, actor_id, f"reminders/{name}", data)
 
     async def unregister_reminder(self, actor_type: str, actor_id: str, name: str) -> None:
+        """Remove a hosted actor's reminder."""
         await self._sidecar.actor_api("DELETE", actor_type, actor_id, f"reminders/{name}", None)
 
     async def register_timer(self, actor_type: str, actor_id: str, name: str, data: bytes) -> None:
+        """Register a timer of a hosted actor (gone when it deactivates)."""
         await self._sidecar.actor_api("PUT", actor_type, actor_id, f"timers/{name}", data)
 
     async def unregister_timer(self, actor_type: str, actor_id: str, name: str) -> None:
+        """Remove a hosted actor's timer."""
         await self._sidecar.actor_api("DELETE", actor_type, actor_id, f"timers/{name}", None)
 
 

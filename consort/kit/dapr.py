@@ -70,14 +70,17 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
 
     def json(self) -> Any:
+        """The body parsed as JSON (raises ValueError when it is not JSON)."""
         return jsonlib.loads(self.body)
 
     @property
     def text(self) -> str:
+        """The body as text (undecodable bytes replaced)."""
         return self.body.decode("utf-8", "replace")
 
     @property
     def content_type(self) -> str:
+        """The Content-Type header, with its parameters ("" when absent)."""
         return self.headers.get("content-type", "")
 
 
@@ -111,6 +114,7 @@ class Sidecar:
         return self._session
 
     async def aclose(self) -> None:
+        """Close the pooled connections (at the app's shutdown); the next call reopens."""
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -236,8 +240,16 @@ class Sidecar:
         """Call `method` of the actor `actor_type`/`actor_id`, wherever placement puts it,
         and return its JSON result (None when it returned nothing).
 
-        Raises `SidecarError` when the method failed or no host of the actor type answered
-        (`TargetUnavailable` when the call timed out).
+        Args:
+            actor_type: the actor type, as registered by its host app.
+            actor_id: the actor's id (any string; it is URL-quoted here).
+            method: the actor method's name (`@actormethod(name=...)`).
+            json: the method's argument, sent as JSON (None: no body).
+            timeout_s: this call's deadline; the sidecar client's default when None.
+
+        Raises:
+            SidecarError: the method failed or no host of the actor type answered.
+            TargetUnavailable: the call timed out.
         """
         body = await self.actor_api(
             "POST",
@@ -262,6 +274,14 @@ class Sidecar:
         """One call to the sidecar's actor API: `/v1.0/actors/<type>/<id>/<path>` (a
         method, or, for an actor this app hosts, its state, reminders and timers).
         Returns the body.
+
+        Args:
+            http_method: GET, POST, PUT or DELETE.
+            actor_type: the actor type.
+            actor_id: the actor's id (URL-quoted here).
+            path: what follows the id: `method/<name>`, `state`, `reminders/<name>`...
+            data: the request body (JSON bytes), or None.
+            timeout_s: this call's deadline; the sidecar client's default when None.
 
         Raises:
             SidecarError: the sidecar answered an error.
@@ -294,7 +314,22 @@ class Sidecar:
         source: str = "consort",
         event_type: str | None = None,
     ) -> str:
-        """Publish `data` as a CloudEvent and return its id (the consumers' idempotency key)."""
+        """Publish `data` as a CloudEvent and return its id (the consumers' idempotency key).
+
+        Prefer `publish_event` for the project's own topics: it takes the payload model
+        and the topic's CloudEvent type from the contract.
+
+        Args:
+            pubsub: the pub/sub component's name.
+            topic: the topic.
+            data: the event's data (JSON-able).
+            event_id: the CloudEvent id; a fresh uuid when omitted.
+            source: the CloudEvent source (the publishing app's id).
+            event_type: the CloudEvent type; `consort.<topic>.v1` when omitted.
+
+        Raises:
+            SidecarError: the sidecar or the broker refused the event.
+        """
         event_id = event_id or str(uuid.uuid4())
         envelope = {
             "specversion": "1.0",
@@ -357,9 +392,17 @@ class Sidecar:
         source: str = "consort",
         event_type: str | None = None,
     ) -> list[str]:
-        """Publish many CloudEvents in one call (each `event id -> data`); returns the ids
-        of those not published (the broker took the others). Not transactional: resend
-        the failed ones under the same ids."""
+        """Publish many CloudEvents in one call; returns the ids of those not published
+        (the broker took the others). Not transactional: resend the failed ones under the
+        same ids.
+
+        Args:
+            pubsub: the pub/sub component's name.
+            topic: the topic.
+            events: each event's id -> its data (JSON-able).
+            source: the CloudEvent source (the publishing app's id).
+            event_type: the CloudEvent type; `consort.<topic>.v1` when omitted.
+        """
         if not events:
             return []
         entries = [
@@ -432,7 +475,13 @@ class Sidecar:
     async def save_states(
         self, store: str, values: Mapping[str, Any], *, ttl_s: int | None = None
     ) -> None:
-        """Write several keys in one call (last write wins), each with an optional TTL."""
+        """Write several keys in one call (last write wins).
+
+        Args:
+            store: the state store name.
+            values: key -> value (JSON-able).
+            ttl_s: each key's time to live in seconds; None keeps them until deleted.
+        """
         metadata = {"ttlInSeconds": str(ttl_s)} if ttl_s else None
         items = []
         for key, value in values.items():
@@ -454,6 +503,14 @@ class Sidecar:
         metadata: Mapping[str, str] | None = None,
     ) -> None:
         """Write one key; with `etag` (or first-write) the write is a compare-and-set.
+
+        Args:
+            store: the state store name.
+            key: the key.
+            value: the value (JSON-able).
+            etag: the etag read with the value: the write fails if it changed since.
+            options: Dapr's state options, such as `{"concurrency": "first-write"}`.
+            metadata: per-item metadata, such as `{"ttlInSeconds": "60"}`.
 
         Raises:
             EtagMismatch: the etag was stale, or a first-write found the key taken.

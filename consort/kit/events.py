@@ -34,6 +34,7 @@ class Delivery(StrEnum):
 
 
 def delivery(status: Delivery) -> JSONResponse:
+    """The answer to one (non-bulk) delivery that tells daprd what to do with the event."""
     return JSONResponse({"status": status.value})
 
 
@@ -71,6 +72,7 @@ class Subscription:
     bulk: Bulk | None = None
 
     def as_dapr(self) -> dict[str, Any]:
+        """The subscription as daprd reads it from `GET /dapr/subscribe`."""
         spec: dict[str, Any] = {
             "pubsubname": self.pubsub,
             "topic": self.topic,
@@ -131,6 +133,13 @@ async def relay(
     sends each one's result. An event whose result could not be published is asked for
     again (RETRY). Redelivered events are processed again: `publish` should give a result
     the same event id each time, so its consumers see one event.
+
+    Args:
+        body: the delivery as daprd posted it (one CloudEvent, or a bulk of entries).
+        payload: the events' data model.
+        work: the results of the valid payloads, in order.
+        publish: sends one payload's result event.
+        log: where poison events and failed publishes are logged.
     """
     statuses: dict[str | None, Delivery] = {}
     valid: dict[str | None, P] = {}
@@ -194,6 +203,15 @@ async def apply_once(
     marker_ttl_s: int = 7 * 24 * 3600,
 ) -> M:
     """Apply one event's `update` to the value at `key`, exactly once per `event_id`.
+
+    Args:
+        sidecar: the app's sidecar.
+        store: the state store name.
+        event_id: the event's CloudEvent id.
+        key: the key of the value the event changes; read it with `read_tracked`.
+        model: the value's model.
+        update: the new value from the current one (None when absent). Pure.
+        marker_ttl_s: how long the event's marker is kept; redeliveries come within minutes.
 
     Raises:
         AlreadyApplied: the event was applied before; nothing was written.
@@ -310,6 +328,17 @@ async def fold_delivery(
     `update` gets the current value and the payloads not applied before, in delivery
     order. Poison events are dropped to the dead-letter topic; when the state store does
     not answer, the whole delivery is asked for again.
+
+    Args:
+        body: the delivery as daprd posted it (one CloudEvent, or a bulk of entries).
+        sidecar: the app's sidecar.
+        store: the state store name.
+        topic: the topic, for the log.
+        payload: the events' data model.
+        key: the read model's key.
+        model: the read model.
+        update: the new read model from the current one and the new payloads. Pure.
+        log: where poison events and store failures are logged.
     """
     statuses: dict[str | None, Delivery] = {}
     events: dict[str, P] = {}
@@ -376,6 +405,13 @@ async def _compare_and_set(
 
 
 async def read_tracked(sidecar: Sidecar, store: str, key: str, model: type[M]) -> M | None:
-    """The value at a key written by `apply_once`, or None."""
+    """The value at a key written by `apply_once`/`apply_many`/`fold_delivery`, or None.
+
+    Args:
+        sidecar: the app's sidecar.
+        store: the state store name.
+        key: the read model's key.
+        model: the read model.
+    """
     current = await sidecar.get_state(store, key)
     return model.model_validate(Tracked.model_validate(current.value).value) if current else None

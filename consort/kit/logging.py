@@ -34,6 +34,7 @@ class JsonFormatter(logging.Formatter):
         self.app_id = app_id
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON (exceptions included as text)."""
         entry: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),

@@ -33,6 +33,7 @@ class SidecarSettings(BaseSettings):
 
     @property
     def http_url(self) -> str:
+        """The sidecar's HTTP API root."""
         return f"http://{self.host}:{self.http_port}"
 
 

@@ -38,6 +38,12 @@ def setup_tracing(app: FastAPI, service: str, version: str, zipkin_url: str | No
     """Trace `app` as `service`; export to `zipkin_url` when given (else spans stay local).
 
     The provider is global to the process (one app per process), installed once.
+
+    Args:
+        app: the FastAPI app to instrument.
+        service: the service name on its spans (the app id).
+        version: the service version on its spans.
+        zipkin_url: Zipkin's span endpoint (`.../api/v2/spans`), or None.
     """
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
@@ -64,6 +70,7 @@ def current_trace_id() -> str | None:
 
 
 def tracer(name: str) -> trace.Tracer:
+    """The tracer `name` (a module's or app's) for spans around domain work."""
     return trace.get_tracer(name)
 
 
