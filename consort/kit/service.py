@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from consort.contracts.catalog import Component, Route, ServiceInfo, SidecarInfo, Subscription
 from consort.contracts.common import ModelInfo
 from consort.contracts.events import TOPICS
+from consort.kit.caller_faults import CallerFaultsInBand
 from consort.kit.dapr import Sidecar, SidecarError
 from consort.kit.errors import (
     BodyLimitMiddleware,
@@ -312,6 +313,8 @@ def create_app(
     )
     app.add_middleware(TraceContextMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=kit.metrics)
+    # Outside the metrics, which count a caller fault under its real status.
+    app.add_middleware(CallerFaultsInBand)
     setup_tracing(app, kit.settings.app_id, kit.version, kit.settings.zipkin_url)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")
