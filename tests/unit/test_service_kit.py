@@ -13,7 +13,7 @@ from consort.contracts.common import ModelInfo
 from consort.contracts.sentiment import SentimentBatchRequest, SentimentRequest
 from consort.kit.caller_faults import is_caller_fault, restored_status
 from consort.kit.errors import field_problems
-from consort.kit.service import ServiceKit, create_app
+from consort.kit.service import ServiceKit, create_app, draining
 from consort.kit.settings import ServiceSettings
 
 
@@ -212,3 +212,28 @@ def test_is_caller_fault_leaves_overload_to_the_service() -> None:
         415,
         422,
     ]
+
+
+# -- shutdown and version (issue 12) ---------------------------------------------------------
+def test_readyz_says_shutting_down_from_the_signal_on(client: TestClient) -> None:
+    draining.begin()
+    try:
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert response.json()["type"] == "urn:consort:problem:shutting-down"
+        assert response.headers["retry-after"] == "1"
+        assert client.get("/healthz").status_code == 200  # alive while it drains
+    finally:
+        draining.since = None
+
+
+def test_the_environment_overrides_the_version_of_the_code(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CONSORT_SERVICE_VERSION", "2.0.0-rc.1")
+    kit = ServiceKit(ServiceSettings(app_id="versioned"), version="1.0.0")
+    kit.sidecar_settings.http_port = 1
+    with TestClient(create_app(kit, title="versioned", description="")) as versioned:
+        assert versioned.get("/info").json()["version"] == "2.0.0-rc.1"
+    monkeypatch.delenv("CONSORT_SERVICE_VERSION")
+    assert ServiceKit(ServiceSettings(app_id="plain"), version="1.0.0").version == "1.0.0"
