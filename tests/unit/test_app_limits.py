@@ -148,3 +148,19 @@ def test_the_anomaly_app_refuses_a_series_id_that_breaks_its_pattern() -> None:
     )
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["field"] == "path.series"
+
+
+def test_the_vision_app_refuses_an_image_over_its_byte_and_pixel_limits() -> None:
+    from consort.contracts.vision import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+    from tests.integration.test_vision import png_bomb
+
+    client = TestClient(importlib.import_module("apps.vision.main").app)
+    route = "/v1/images/analyze?features=quality"  # no model needed: limits come first
+    too_large = client.post(
+        route, content=b"\xff" * (MAX_IMAGE_BYTES + 1), headers={"content-type": "image/jpeg"}
+    )
+    assert too_large.status_code == 413, too_large.text
+    assert too_large.json()["errors"][0]["limit"] == MAX_IMAGE_BYTES
+    bomb = client.post(route, content=png_bomb(), headers={"content-type": "image/png"})
+    assert bomb.status_code == 413, bomb.text
+    assert bomb.json()["errors"][0]["limit"] == MAX_IMAGE_PIXELS
