@@ -57,7 +57,14 @@ async def forward(
     **request: Any,
 ) -> Reply:
     """Invoke `method` on `app_id` and return its successful reply, mapping failures to
-    problems: unreachable or too slow is a 503, the service's own 4xx problem passes on."""
+    problems.
+
+    The service's own problem passes on unchanged with its `Retry-After`: a 4xx (the
+    caller's mistake, the limits being the contract's) and a 429 or 503 of its own type
+    (`model-not-ready`, `time-budget-exceeded`). A service that cannot be reached, is too
+    slow, or whose breaker is open is the gateway's 503 `service-unavailable`; any other
+    failure of the service is a 502 `upstream-failure`.
+    """
     timeout_s = timeout_s or settings.invoke_timeout_s
     try:
         response = await sc.invoke(app_id, method, timeout_s=timeout_s, **request)
@@ -65,14 +72,15 @@ async def forward(
         log.warning("%s unavailable: %s", app_id, exc)
         raise unavailable(
             "Service unavailable",
-            f"The {app_id} service did not answer within {timeout_s:g} s; try again shortly.",
+            f"The {app_id} service did not answer within {timeout_s:g} s"
+            + (" and is cut off for a few seconds" if "circuit breaker" in str(exc) else "")
+            + "; try again shortly.",
             retry_after_s=2,
         ) from exc
     if response.status < 400:
         return response
-    if response.status < 500 and response.content_type.startswith(PROBLEM_JSON):
-        # The service's own problem (its limits are the contract's): pass it on unchanged.
-        raise _Passthrough(response.status, response.json())
+    if _passes_on(response):
+        raise _Passthrough(response)
     log.error("%s answered %s: %s", app_id, response.status, response.text[:300])
     raise ProblemError(
         503 if response.status in (429, 502, 503, 504) else 502,
@@ -83,16 +91,31 @@ async def forward(
     )
 
 
+def _passes_on(response: Reply) -> bool:
+    """True for a problem the service answered itself, which the client should see."""
+    if not response.content_type.startswith(PROBLEM_JSON):
+        return False
+    if response.status < 500:
+        return True
+    # Its own 503 (not ready, out of time budget) says when to come back; a 500 is a bug
+    # whose details stay in the service's log, under the trace id.
+    return response.status == 503 and "retry-after" in response.headers
+
+
 class _Passthrough(Exception):
-    def __init__(self, status: int, body: Any) -> None:
-        self.status = status
-        self.body = body
+    def __init__(self, reply: Reply) -> None:
+        self.status = reply.status
+        self.body = reply.json()
+        retry_after = reply.headers.get("retry-after")
+        self.headers = {"Retry-After": retry_after} if retry_after else None
 
 
 def install_passthrough(app: FastAPI) -> None:
-    """Answer a service's own 4xx problem (raised by `forward`) unchanged."""
+    """Answer a service's own problem (raised by `forward`) unchanged."""
 
     @app.exception_handler(_Passthrough)
     async def _passthrough(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, _Passthrough)
-        return JSONResponse(exc.body, status_code=exc.status, media_type=PROBLEM_JSON)
+        return JSONResponse(
+            exc.body, status_code=exc.status, media_type=PROBLEM_JSON, headers=exc.headers
+        )

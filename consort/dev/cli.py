@@ -9,11 +9,13 @@ consort workflows list|show|approve      cases and workflows, through the gatewa
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
 import time
 from pathlib import Path
+from types import FrameType
 
 from rich.console import Console
 from rich.table import Table
@@ -38,18 +40,42 @@ DESCRIPTIONS = {
 }
 
 
+#: Seconds a stopping app has to finish its requests and event deliveries in flight.
+SHUTDOWN_GRACE_ENV = "CONSORT_SHUTDOWN_GRACE_S"
+SHUTDOWN_GRACE_DEFAULT_S = 20.0
+
+
 def _serve(target: str) -> int:
+    """Serve one app on $APP_PORT until SIGTERM (or SIGINT), then drain and exit 0.
+
+    On the signal `/readyz` answers 503 at once and uvicorn stops accepting; requests
+    and event deliveries in flight finish within $CONSORT_SHUTDOWN_GRACE_S (20 s), then
+    the app's shut-down runs. What was not accepted, daprd delivers again (its retries).
+    """
     import uvicorn
 
+    from consort.kit.service import draining
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            draining.begin(sig)
+            super().handle_exit(sig, frame)
+
     port = int(os.environ.get("APP_PORT", "8000"))
-    uvicorn.run(
+    grace_s = float(os.environ.get(SHUTDOWN_GRACE_ENV, SHUTDOWN_GRACE_DEFAULT_S))
+    config = uvicorn.Config(
         target,
         host="127.0.0.1",
         port=port,
         access_log=False,
         log_config=None,  # the app's JSON logging is configured by the service kit
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=math.ceil(grace_s),
     )
+    # uvicorn raises the signal again once it has shut down; by then the work is done,
+    # so the process exits 0 instead of dying of that signal.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
+    DrainingServer(config).run()
     return 0
 
 

@@ -22,6 +22,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import BaseModel
 
 from consort.contracts.events import topic
+from consort.kit.caller_faults import CALLER_FAULTS_HEADER, IN_BAND, restored_status
 from consort.kit.logging import traceparent_var
 from consort.kit.settings import SidecarSettings
 
@@ -207,6 +208,10 @@ class Sidecar:
         Returns the target app's response as is (any status). Raises `TargetUnavailable`
         when the target cannot be reached: Dapr reports that as a 500 with an
         `ERR_DIRECT_INVOKE` code, or the call times out.
+
+        The caller's own mistakes (a 4xx of the target) travel in band, as a 200 the
+        sidecars count as a success (`consort.kit.caller_faults`): one client's bad input
+        never opens the circuit breaker for the others. The reply has the real status.
         """
         query = f"?{urlencode(params)}" if params else ""
         response = await self._request(
@@ -214,10 +219,13 @@ class Sidecar:
             f"/v1.0/invoke/{app_id}/method/{method.lstrip('/')}{query}",
             json=json,
             data=data,
-            headers=headers,
+            headers={**(headers or {}), CALLER_FAULTS_HEADER: IN_BAND},
             timeout_s=timeout_s,
             span_name=f"invoke {app_id}/{method.lstrip('/')}",
         )
+        status = restored_status(response.status, dict(response.headers))
+        if status != response.status:
+            response = Reply(status, response.body, response.headers)
         if response.status >= 500:
             # Dapr's own failures carry an ERR_ code; an app's own 5xx passes through as is.
             code, message = _error_of(response)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -25,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from consort.contracts.catalog import Component, Route, ServiceInfo, SidecarInfo, Subscription
 from consort.contracts.common import ModelInfo
 from consort.contracts.events import TOPICS
+from consort.kit.caller_faults import CallerFaultsInBand
 from consort.kit.dapr import Sidecar, SidecarError
 from consort.kit.errors import (
     BodyLimitMiddleware,
@@ -48,10 +51,38 @@ EVENT_DELIVERY_MAX_BYTES = 32 * 1024 * 1024
 ReadinessCheck = Callable[[], Awaitable[str | None]]
 """Returns None when ready, or a sentence saying what is not ready yet."""
 
+#: The environment variable that overrides the version an app's code states.
+SERVICE_VERSION_ENV = "CONSORT_SERVICE_VERSION"
+
 log = logging.getLogger(__name__)
 
 
 T = TypeVar("T")
+
+
+class Draining:
+    """Whether this process is shutting down, for `/readyz`: set once, on SIGTERM.
+
+    `consort serve` sets it the moment the signal arrives; the server then stops
+    accepting, lets the requests and event deliveries in flight finish within the grace
+    (`CONSORT_SHUTDOWN_GRACE_S`), runs the apps' shut-down and exits.
+    """
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+
+    def begin(self, signum: int = signal.SIGTERM) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            log.info("draining: %s received, finishing what is in flight", signal.strsignal(signum))
+
+    @property
+    def active(self) -> bool:
+        return self.since is not None
+
+
+#: One app per process: the process's shutdown state.
+draining = Draining()
 
 
 class ModelSlot(Generic[T]):
@@ -112,8 +143,13 @@ class ServiceKit:
     """What the bootstrap gives an app: settings, its sidecar client and readiness checks."""
 
     def __init__(self, settings: ServiceSettings, version: str) -> None:
+        """Args:
+        settings: the app's settings.
+        version: the service's version as its code states it; `CONSORT_SERVICE_VERSION`
+            overrides it (a rolling update names the version it deploys).
+        """
         self.settings = settings
-        self.version = version
+        self.version = os.environ.get(SERVICE_VERSION_ENV) or version
         self.sidecar_settings = SidecarSettings()
         self._sidecar: Sidecar | None = None
         self._checks: dict[str, ReadinessCheck] = {"sidecar": self._sidecar_ready}
@@ -312,6 +348,8 @@ def create_app(
     )
     app.add_middleware(TraceContextMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=kit.metrics)
+    # Outside the metrics, which count a caller fault under its real status.
+    app.add_middleware(CallerFaultsInBand)
     setup_tracing(app, kit.settings.app_id, kit.version, kit.settings.zipkin_url)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")
@@ -325,6 +363,16 @@ def create_app(
         responses={503: {"description": "Not ready; the body says what is missing."}},
     )
     async def readyz(request: Request) -> Response:
+        if draining.active:
+            return problem_response(
+                request.url.path,
+                503,
+                "Shutting down",
+                "This instance is finishing its requests in flight before it exits; "
+                "send new ones elsewhere.",
+                slug="shutting-down",
+                headers={"Retry-After": "1"},
+            )
         results = await kit.readiness()
         waiting = {name: why for name, why in results.items() if why}
         if waiting:

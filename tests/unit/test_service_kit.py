@@ -11,8 +11,9 @@ from fastapi.testclient import TestClient
 
 from consort.contracts.common import ModelInfo
 from consort.contracts.sentiment import SentimentBatchRequest, SentimentRequest
+from consort.kit.caller_faults import is_caller_fault, restored_status
 from consort.kit.errors import field_problems
-from consort.kit.service import ServiceKit, create_app
+from consort.kit.service import ServiceKit, create_app, draining
 from consort.kit.settings import ServiceSettings
 
 
@@ -158,3 +159,81 @@ def test_field_problems_map_pydantic_errors() -> None:
         ("body.n", "must be an integer", None),
         ("body.x", "is not a known field", None),
     ]
+
+
+# -- caller faults in band (issue 12: bad input never trips a breaker) ---------------------
+IN_BAND = {"consort-caller-faults": "in-band"}
+
+
+def test_a_caller_fault_asked_in_band_is_a_200_with_its_real_status(client: TestClient) -> None:
+    response = client.post("/echo", json={"text": ""}, headers=IN_BAND)
+    assert response.status_code == 200
+    assert response.headers["consort-status"] == "422"
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"][0]["field"] == "body.text"
+    too_large = client.post("/echo", content=b"x" * 3_000, headers=IN_BAND)
+    assert (too_large.status_code, too_large.headers["consort-status"]) == (200, "413")
+
+
+def test_without_the_header_a_caller_fault_keeps_its_status(client: TestClient) -> None:
+    response = client.post("/echo", json={"text": ""})
+    assert response.status_code == 422
+    assert "consort-status" not in response.headers
+
+
+def test_service_faults_are_never_in_band(client: TestClient) -> None:
+    response = client.get("/boom", headers=IN_BAND)
+    assert response.status_code == 500
+    assert "consort-status" not in response.headers
+    assert client.get("/echo", headers=IN_BAND).headers["consort-status"] == "405"
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "meant"),
+    [
+        (200, {"consort-status": "422"}, 422),
+        (200, {}, 200),
+        (200, {"consort-status": "503"}, 200),  # never turns a success into a fault
+        (200, {"consort-status": "429"}, 200),
+        (500, {"consort-status": "422"}, 500),
+    ],
+)
+def test_the_caller_restores_only_a_caller_fault(
+    status: int, headers: dict[str, str], meant: int
+) -> None:
+    assert restored_status(status, headers) == meant
+
+
+def test_is_caller_fault_leaves_overload_to_the_service() -> None:
+    assert [s for s in (400, 404, 408, 413, 415, 422, 429, 500, 503) if is_caller_fault(s)] == [
+        400,
+        404,
+        413,
+        415,
+        422,
+    ]
+
+
+# -- shutdown and version (issue 12) ---------------------------------------------------------
+def test_readyz_says_shutting_down_from_the_signal_on(client: TestClient) -> None:
+    draining.begin()
+    try:
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert response.json()["type"] == "urn:consort:problem:shutting-down"
+        assert response.headers["retry-after"] == "1"
+        assert client.get("/healthz").status_code == 200  # alive while it drains
+    finally:
+        draining.since = None
+
+
+def test_the_environment_overrides_the_version_of_the_code(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CONSORT_SERVICE_VERSION", "2.0.0-rc.1")
+    kit = ServiceKit(ServiceSettings(app_id="versioned"), version="1.0.0")
+    kit.sidecar_settings.http_port = 1
+    with TestClient(create_app(kit, title="versioned", description="")) as versioned:
+        assert versioned.get("/info").json()["version"] == "2.0.0-rc.1"
+    monkeypatch.delenv("CONSORT_SERVICE_VERSION")
+    assert ServiceKit(ServiceSettings(app_id="plain"), version="1.0.0").version == "1.0.0"
