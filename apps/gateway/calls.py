@@ -1,7 +1,8 @@
 """What every gateway route uses: the service kit, and calls to the AI services through
 the sidecar with their failures mapped to problems.
 
-Routes live in `main` and in one module per area (each an `APIRouter` under `/v1`).
+Routes live in one module per area, `apps.gateway.routes.<area>` (each an `APIRouter`,
+included under `/v1` by `main`); they take the sidecar as `SidecarDep`.
 """
 
 from __future__ import annotations

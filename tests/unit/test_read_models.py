@@ -6,9 +6,17 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from apps.gateway.stats import TextStats, apply_event
+from apps.gateway.read_models import (
+    apply_event,
+    counted,
+    dead_letter_of,
+    kept_anomalies,
+    kept_dead_letters,
+)
+from consort.contracts.anomaly import AnomaliesDetected
 from consort.contracts.common import ModelInfo
 from consort.contracts.events import TextsAnalyzed, dead_letter
+from consort.contracts.gateway import DeadLetters, RecentAnomalies, TextStats
 from consort.contracts.sentiment import SentimentLabel
 from consort.kit.dapr import EtagMismatch, Sidecar, StateItem
 from consort.kit.events import Bulk, Subscription, Tracked, _settle, apply_many, deliveries
@@ -41,6 +49,62 @@ def test_apply_event_leaves_its_input_alone() -> None:
     before = TextStats()
     apply_event(before, event(SentimentLabel.POSITIVE))
     assert before.total == 0
+
+
+def test_counting_starts_from_nothing_and_takes_events_in_order() -> None:
+    assert counted(None, []) == TextStats()
+    stats = counted(None, [event(SentimentLabel.POSITIVE), event(SentimentLabel.POSITIVE)])
+    assert (stats.total, stats.by_label[SentimentLabel.POSITIVE]) == (2, 2)
+    more = counted(stats, [event(SentimentLabel.NEUTRAL, cached=True)])
+    assert (more.total, more.cached, stats.total) == (3, 1, 2)
+
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def anomaly(series: str, minute: int) -> AnomaliesDetected:
+    at = T0.replace(minute=minute)
+    return AnomaliesDetected(
+        series=series,
+        timestamp=at,
+        value=9.0,
+        expected=1.0,
+        lower=0.0,
+        upper=2.0,
+        score=8.0,
+        threshold=3.0,
+        model=ModelInfo(name="detector", version="1"),
+        detected_at=at,
+    )
+
+
+def test_recent_anomalies_are_newest_first_and_capped() -> None:
+    first = kept_anomalies(None, [anomaly("a", 1), anomaly("b", 3), anomaly("c", 2)], kept=10)
+    assert [a.series for a in first.anomalies] == ["b", "c", "a"]
+    # A later batch goes before what was kept; the oldest fall off past `kept`.
+    second = kept_anomalies(first, [anomaly("d", 5), anomaly("e", 4)], kept=4)
+    assert [a.series for a in second.anomalies] == ["d", "e", "b", "c"]
+    assert len(first.anomalies) == 3
+    assert kept_anomalies(RecentAnomalies(anomalies=[]), [], kept=5).anomalies == []
+
+
+def test_a_dead_letter_is_filed_under_the_topic_it_failed_on() -> None:
+    envelope = {"id": "e1", "topic": "texts.analyzed.dead-letter", "data": {"x": 1}}
+    letter = dead_letter_of(envelope, T0)
+    assert (letter.id, letter.topic, letter.received_at) == ("e1", "texts.analyzed", T0)
+    assert letter.event == envelope
+    # Neither id nor topic: kept all the same, as "unknown", for an operator to look at.
+    odd = dead_letter_of({"data": 1}, T0)
+    assert (odd.id, odd.topic) == ("", "unknown")
+
+
+def test_dead_letters_keep_the_newest_first_up_to_the_limit() -> None:
+    letters = [dead_letter_of({"id": f"e{i}", "topic": "t.dead-letter"}, T0) for i in range(4)]
+    kept: DeadLetters | None = None
+    for letter in letters:
+        kept = kept_dead_letters(kept, letter, kept=3)
+    assert kept is not None and kept.topic == "t"
+    assert [d.id for d in kept.dead_letters] == ["e3", "e2", "e1"]
 
 
 class StateDouble:

@@ -1,5 +1,5 @@
 """The recommender service's own pieces without a sidecar: whole-recommender snapshots,
-their chunks, training below the ALS threshold, the contract's limits, event ids."""
+their chunks, training below the ALS threshold, the contract's limits."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from apps.gateway.recommendations import event_id
 from apps.recommender.als import AlsModel, AlsParameters
 from apps.recommender.interactions import Interaction, InteractionKind, InteractionStore
 from apps.recommender.recommend import Recommender, TrainingSnapshot, train_models
@@ -153,16 +152,6 @@ def test_the_event_needs_a_time_with_a_zone() -> None:
         "time": "value_error"
     }
     assert "time" in problems(InteractionRecorded, {k: v for k, v in body.items() if k != "time"})
-
-
-def test_event_ids_are_given_derived_from_content_and_time_or_random() -> None:
-    given = InteractionIn(id="order-7:line-2", user="u", item="i")
-    assert event_id(given) == "order-7:line-2"
-    timed = InteractionIn(user="u", item="i", time=WHEN)
-    assert event_id(timed) == event_id(InteractionIn(user="u", item="i", time=WHEN))
-    assert event_id(timed) != event_id(InteractionIn(user="u", item="i", time=WHEN, weight=2))
-    untimed = InteractionIn(user="u", item="i")
-    assert event_id(untimed) != event_id(untimed)
 
 
 def test_a_training_run_gives_back_the_models_as_bytes() -> None:

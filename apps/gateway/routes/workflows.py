@@ -1,9 +1,7 @@
-"""The gateway's workflow routes: start and manage durable workflows, list cases.
+"""Workflow routes: start and manage the orchestrator's durable workflows.
 
-A workflow belongs to the app id that hosts it (the orchestrator): another app's sidecar
-can neither start nor read it, and the cases are in the orchestrator's state. So each
-route is validated here against the shared contract and forwarded to the orchestrator's
-route of the same path by service invocation; its problems (404, 409, 422) pass through.
+Each is validated here against the shared contract and forwarded to the orchestrator's
+route of the same path (`apps.gateway.orchestrator`); its problems pass through.
 """
 
 from __future__ import annotations
@@ -11,17 +9,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Response
 from fastapi import Path as PathParam
 
-from apps.gateway.calls import ERRORS, SidecarDep, forward, settings
-from consort.contracts.cases import (
-    INSTANCE_ID_PATTERN,
-    Case,
-    CaseList,
-    CaseStatus,
-    DecisionIn,
-)
+from apps.gateway.calls import SidecarDep, forward, settings
+from apps.gateway.orchestrator import call_orchestrator
+from consort.contracts.cases import INSTANCE_ID_PATTERN, DecisionIn
 from consort.contracts.common import Problem
 from consort.contracts.workflows import (
     ForecastRunRequest,
@@ -32,28 +25,20 @@ from consort.contracts.workflows import (
     WorkflowInfo,
     WorkflowStarted,
 )
-from consort.kit.dapr import Sidecar
 
 Responses = dict[int | str, dict[str, Any]]
 NOT_FOUND: Responses = {404: {"model": Problem, "description": "No workflow with this id."}}
 CONFLICT: Responses = {409: {"model": Problem, "description": "Not possible in its state."}}
 InstanceId = Annotated[str, PathParam(pattern=INSTANCE_ID_PATTERN)]
+SCHEDULE = "v1/workflows/forecast-and-alert/schedule"
 
-router = APIRouter(prefix="/v1", responses=ERRORS)
-
-
-async def call(sc: Sidecar, method: str, response: Response, **request: Any) -> Any:
-    """Forward to the orchestrator's route `method`; its status and JSON body."""
-    reply = await forward(sc, settings.orchestrator_app_id, method, **request)
-    response.status_code = reply.status
-    return reply.json() if reply.body else None
+router = APIRouter(prefix="/workflows", tags=["workflows"])
 
 
 @router.post(
-    "/workflows/review-triage",
+    "/review-triage",
     response_model=WorkflowStarted,
     status_code=202,
-    tags=["workflows"],
     responses={
         200: {"model": WorkflowStarted, "description": "It exists already (same review)."},
         409: {"model": Problem, "description": "The review was triaged before."},
@@ -73,86 +58,53 @@ async def start_review_triage(
     # The id is fixed here, so a retried call starts the same workflow, not a second.
     request.review_id = request.review_id or uuid.uuid4().hex
     body = request.model_dump(mode="json", exclude_none=True)
-    return await call(sc, "v1/workflows/review-triage", response, json=body)
+    return await call_orchestrator(sc, "v1/workflows/review-triage", response, json=body)
 
 
-@router.post(
-    "/workflows/forecast-and-alert",
-    response_model=WorkflowStarted,
-    status_code=202,
-    tags=["workflows"],
-)
+@router.post("/forecast-and-alert", response_model=WorkflowStarted, status_code=202)
 async def run_forecast_and_alert(
     request: ForecastRunRequest, sc: SidecarDep, response: Response
 ) -> Any:
     """Forecast the given series now (from the anomaly service's windows), compare
     each with its recent anomaly scores and bounds, publish `forecasts.published`."""
     body = request.model_dump(mode="json")
-    return await call(sc, "v1/workflows/forecast-and-alert", response, json=body)
+    return await call_orchestrator(sc, "v1/workflows/forecast-and-alert", response, json=body)
 
 
-@router.get(
-    "/workflows/forecast-and-alert/schedule",
-    response_model=ForecastScheduleInfo,
-    tags=["workflows"],
-)
+@router.get("/forecast-and-alert/schedule", response_model=ForecastScheduleInfo)
 async def get_forecast_schedule(sc: SidecarDep, response: Response) -> Any:
     """The forecast schedule (a Dapr job on the scheduler) and its latest runs."""
-    return await call(sc, "v1/workflows/forecast-and-alert/schedule", response, http_method="GET")
+    return await call_orchestrator(sc, SCHEDULE, response, http_method="GET")
 
 
-@router.put(
-    "/workflows/forecast-and-alert/schedule",
-    response_model=ForecastScheduleInfo,
-    tags=["workflows"],
-)
+@router.put("/forecast-and-alert/schedule", response_model=ForecastScheduleInfo)
 async def put_forecast_schedule(
     schedule: ForecastSchedule, sc: SidecarDep, response: Response
 ) -> Any:
     """Run forecast_and_alert every `every_s` seconds for these series."""
-    return await call(
-        sc,
-        "v1/workflows/forecast-and-alert/schedule",
-        response,
-        http_method="PUT",
-        json=schedule.model_dump(mode="json"),
+    return await call_orchestrator(
+        sc, SCHEDULE, response, http_method="PUT", json=schedule.model_dump(mode="json")
     )
 
 
-@router.delete(
-    "/workflows/forecast-and-alert/schedule",
-    status_code=204,
-    response_class=Response,
-    tags=["workflows"],
-)
+@router.delete("/forecast-and-alert/schedule", status_code=204, response_class=Response)
 async def delete_forecast_schedule(sc: SidecarDep) -> Response:
     """Stop the scheduled forecast runs."""
-    await forward(
-        sc,
-        settings.orchestrator_app_id,
-        "v1/workflows/forecast-and-alert/schedule",
-        http_method="DELETE",
-    )
+    await forward(sc, settings.orchestrator_app_id, SCHEDULE, http_method="DELETE")
     return Response(status_code=204)
 
 
-@router.get(
-    "/workflows/{instance_id}",
-    response_model=WorkflowInfo,
-    tags=["workflows"],
-    responses=NOT_FOUND,
-)
+@router.get("/{instance_id}", response_model=WorkflowInfo, responses=NOT_FOUND)
 async def get_workflow(instance_id: InstanceId, sc: SidecarDep, response: Response) -> Any:
     """A workflow's status (`running`, `completed`, `failed`, `terminated`, ...), its
     current step, input, output (the triage result) and failure."""
-    return await call(sc, f"v1/workflows/{instance_id}", response, http_method="GET")
+    return await call_orchestrator(sc, f"v1/workflows/{instance_id}", response, http_method="GET")
 
 
 @router.post(
-    "/workflows/{instance_id}/events/decision",
+    "/{instance_id}/events/decision",
     response_model=WorkflowInfo,
     status_code=202,
-    tags=["workflows"],
     responses={**NOT_FOUND, **CONFLICT},
 )
 async def raise_decision(
@@ -160,7 +112,7 @@ async def raise_decision(
 ) -> Any:
     """Decide a review_triage case: `approve` (the review's image is attached to the
     case, faces blurred) or `dismiss`."""
-    return await call(
+    return await call_orchestrator(
         sc,
         f"v1/workflows/{instance_id}/events/decision",
         response,
@@ -169,10 +121,9 @@ async def raise_decision(
 
 
 @router.post(
-    "/workflows/{instance_id}/terminate",
+    "/{instance_id}/terminate",
     response_model=WorkflowInfo,
     status_code=202,
-    tags=["workflows"],
     responses={**NOT_FOUND, **CONFLICT},
 )
 async def terminate_workflow(
@@ -182,7 +133,7 @@ async def terminate_workflow(
     body: Annotated[TerminateIn | None, Body()] = None,
 ) -> Any:
     """Terminate a running workflow (an open case is closed as `terminated`)."""
-    return await call(
+    return await call_orchestrator(
         sc,
         f"v1/workflows/{instance_id}/terminate",
         response,
@@ -191,10 +142,9 @@ async def terminate_workflow(
 
 
 @router.delete(
-    "/workflows/{instance_id}",
+    "/{instance_id}",
     status_code=204,
     response_class=Response,
-    tags=["workflows"],
     responses={**NOT_FOUND, **CONFLICT},
 )
 async def purge_workflow(instance_id: InstanceId, sc: SidecarDep) -> Response:
@@ -203,30 +153,3 @@ async def purge_workflow(instance_id: InstanceId, sc: SidecarDep) -> Response:
         sc, settings.orchestrator_app_id, f"v1/workflows/{instance_id}", http_method="DELETE"
     )
     return Response(status_code=204)
-
-
-@router.get("/cases", response_model=CaseList, tags=["cases"])
-async def list_cases(
-    sc: SidecarDep,
-    response: Response,
-    status: Annotated[CaseStatus | None, Query(description="Only cases in this status.")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> Any:
-    """Cases opened by review_triage workflows, most recent first (`?status=open`)."""
-    params = {"limit": str(limit)} | ({"status": status.value} if status else {})
-    return await call(sc, "v1/cases", response, http_method="GET", params=params)
-
-
-@router.get(
-    "/cases/{case_id}",
-    response_model=Case,
-    tags=["cases"],
-    responses={404: {"model": Problem, "description": "No case with this id."}},
-)
-async def get_case(
-    case_id: Annotated[str, PathParam(pattern=INSTANCE_ID_PATTERN)],
-    sc: SidecarDep,
-    response: Response,
-) -> Any:
-    """One case; its id is the id of the workflow that opened it."""
-    return await call(sc, f"v1/cases/{case_id}", response, http_method="GET")

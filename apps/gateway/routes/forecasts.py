@@ -1,0 +1,26 @@
+"""Forecast routes: point forecasts with prediction intervals, by the forecast service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from apps.gateway.calls import SidecarDep, forward, settings
+from consort.contracts.forecast import ForecastRequest, ForecastResponse
+
+router = APIRouter(prefix="/forecasts", tags=["forecasts"])
+
+
+@router.post("", response_model=ForecastResponse)
+async def create_forecasts(request: ForecastRequest, sc: SidecarDep) -> Any:
+    """Point forecasts with prediction intervals (80 and 95 % by default) for up to 100
+    series: ETS (automatic selection), Theta, ARIMA, or their combination (`auto`)."""
+    reply = await forward(
+        sc,
+        settings.forecast_app_id,
+        "v1/forecasts",
+        json=request.model_dump(mode="json"),
+        timeout_s=settings.forecast_timeout_s,
+    )
+    return reply.json()

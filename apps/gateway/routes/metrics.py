@@ -1,0 +1,87 @@
+"""Metric-series routes: points in (scored at once, or published), a series' window, its
+deletion. The anomaly service keeps each series in an actor.
+
+Points reach the anomaly service two ways: scored at once through service invocation (the
+answer carries each point's score), or, with `wait=false`, published as a
+`metrics.observed` event and scored by the series' actor shortly after (202).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse
+
+from apps.gateway.calls import SidecarDep, forward, settings
+from consort.contracts.anomaly import (
+    METRICS_OBSERVED,
+    SERIES_ID_PATTERN,
+    MetricsObserved,
+    PointsIn,
+    ScoresOut,
+    SeriesSnapshot,
+)
+from consort.contracts.gateway import PointsAccepted
+
+router = APIRouter(prefix="/metrics", tags=["metrics"])
+
+SeriesId = Annotated[
+    str, PathParam(pattern=SERIES_ID_PATTERN, description="The series id (1 to 200 characters).")
+]
+
+
+@router.post(
+    "/{series}/points",
+    response_model=ScoresOut,
+    responses={202: {"model": PointsAccepted, "description": "Published (`wait=false`)."}},
+)
+async def add_points(
+    series: SeriesId,
+    request: PointsIn,
+    sc: SidecarDep,
+    wait: Annotated[
+        bool, Query(description="false: publish as `metrics.observed` and answer 202.")
+    ] = True,
+) -> Any:
+    """Add points to a series and score them online (its window and model are kept).
+
+    A point older than the series' newest is `late` and rejected; the same timestamp and
+    value again is a `duplicate` and changes nothing. `config` (period, step, threshold)
+    applies when the series is new.
+    """
+    if not wait:
+        event = MetricsObserved(series=series, points=request.points, config=request.config)
+        event_id = await sc.publish_event(
+            settings.pubsub_name,
+            METRICS_OBSERVED,
+            event,
+            event_id=str(uuid.uuid4()),
+            source=settings.app_id,
+        )
+        accepted = PointsAccepted(series=series, points=len(request.points), event_id=event_id)
+        return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
+    reply = await forward(
+        sc,
+        settings.anomaly_app_id,
+        f"v1/metrics/{series}/points",
+        json=request.model_dump(mode="json"),
+        timeout_s=settings.anomaly_timeout_s,
+    )
+    return reply.json()
+
+
+@router.get("/{series}", response_model=SeriesSnapshot)
+async def get_series(series: SeriesId, sc: SidecarDep) -> Any:
+    """A series' window of points, the score of each, and its model."""
+    reply = await forward(sc, settings.anomaly_app_id, f"v1/metrics/{series}", http_method="GET")
+    return reply.json()
+
+
+@router.delete("/{series}", status_code=204)
+async def delete_series(series: SeriesId, sc: SidecarDep) -> Response:
+    """Forget a series: its points, model and refit reminder."""
+    await forward(sc, settings.anomaly_app_id, f"v1/metrics/{series}", http_method="DELETE")
+    return Response(status_code=204)

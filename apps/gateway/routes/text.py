@@ -1,0 +1,76 @@
+"""Text routes: sentiment, linguistic analysis, both together, and the text stats."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+
+from apps.gateway.calls import SidecarDep, call_service, settings
+from apps.gateway.read_models import STATS_KEY
+from consort.contracts.analysis import TextAnalysis, aspect_sentiments
+from consort.contracts.gateway import AnalyzeRequest, TextStats
+from consort.contracts.nlp import NlpRequest, NlpResult
+from consort.contracts.sentiment import (
+    SentimentBatchRequest,
+    SentimentBatchResult,
+    SentimentRequest,
+    SentimentResult,
+)
+from consort.kit.events import read_tracked
+
+router = APIRouter(prefix="/text", tags=["text"])
+
+
+@router.post("/sentiment", response_model=SentimentResult)
+async def text_sentiment(request: SentimentRequest, sc: SidecarDep) -> Any:
+    """Sentiment of one text: compound score (-1 to 1), label and per-sentence scores.
+
+    The label uses VADER's published thresholds: positive at compound >= 0.05,
+    negative at <= -0.05, neutral between.
+    """
+    return await call_service(sc, settings.sentiment_app_id, "v1/sentiment", request)
+
+
+@router.post("/sentiment/batch", response_model=SentimentBatchResult)
+async def text_sentiment_batch(request: SentimentBatchRequest, sc: SidecarDep) -> Any:
+    """Sentiment of up to 64 texts in one call, in the order given."""
+    return await call_service(sc, settings.sentiment_app_id, "v1/sentiment/batch", request)
+
+
+@router.post("/nlp", response_model=NlpResult)
+async def text_nlp(request: AnalyzeRequest, sc: SidecarDep) -> Any:
+    """Sentences, entities, noun chunks and keyphrases of one text (tokens on request)."""
+    return await call_service(
+        sc, settings.nlp_app_id, "v1/nlp", NlpRequest(text=request.text, tokens=request.tokens)
+    )
+
+
+@router.post("/analyze", response_model=TextAnalysis)
+async def text_analyze(request: AnalyzeRequest, sc: SidecarDep) -> TextAnalysis:
+    """Entities, noun chunks, keyphrases, sentiment and aspect sentiment of one text.
+
+    nlp and sentiment are called in parallel, so this takes about as long as the slower.
+    """
+    nlp, sentiment = await asyncio.gather(
+        call_service(
+            sc, settings.nlp_app_id, "v1/nlp", NlpRequest(text=request.text, tokens=request.tokens)
+        ),
+        call_service(
+            sc, settings.sentiment_app_id, "v1/sentiment", SentimentRequest(text=request.text)
+        ),
+    )
+    nlp_result = NlpResult.model_validate(nlp)
+    sentiment_result = SentimentResult.model_validate(sentiment)
+    return TextAnalysis(
+        nlp=nlp_result,
+        sentiment=sentiment_result,
+        aspects=aspect_sentiments(nlp_result, sentiment_result),
+    )
+
+
+@router.get("/stats", response_model=TextStats)
+async def text_stats(sc: SidecarDep) -> TextStats:
+    """How many texts were analyzed, by label and model (fed by `texts.analyzed` events)."""
+    return await read_tracked(sc, settings.statestore_name, STATS_KEY, TextStats) or TextStats()
