@@ -40,7 +40,7 @@ from apps.recommender.als import AlsModel, AlsParameters, train_als
 from apps.recommender.interactions import Interaction, InteractionMatrix, InteractionStore
 from apps.recommender.itemknn import ItemKnn
 from apps.recommender.ranking import ScoredItem
-from apps.recommender.rules import AssociationRules, BasketCompletion
+from apps.recommender.rules import AssociationRules, BasketCompletion, MiningLimits
 
 #: Reciprocal rank fusion's constant (Cormack, Clarke and Buettcher, SIGIR 2009).
 RRF_K = 60
@@ -131,6 +131,28 @@ class TrainingSnapshot:
         return cls(store.to_matrix(), tuple(store.baskets()), store.events)
 
 
+def train_als_of(
+    snapshot: TrainingSnapshot,
+    *,
+    version: int,
+    als_parameters: AlsParameters | None = None,
+    min_users: int = 1,
+) -> AlsModel | None:
+    """Train ALS on a snapshot; None with fewer than `min_users` users (item-to-item
+    serves meanwhile).
+
+    Args:
+        snapshot: `Recommender.snapshot()`.
+        version: the version the new model carries.
+        als_parameters: ALS hyperparameters (defaults: `AlsParameters()`).
+        min_users: fewest users with interactions for ALS to train.
+    """
+    users = len(snapshot.matrix.users)
+    if users >= max(min_users, 1) and snapshot.matrix.weights.nnz:
+        return train_als(snapshot.matrix, als_parameters, version=version)
+    return None
+
+
 def train_models(
     snapshot: TrainingSnapshot,
     *,
@@ -140,6 +162,7 @@ def train_models(
     min_confidence: float = 0.5,
     max_len: int = 10,
     min_users: int = 1,
+    limits: MiningLimits | None = None,
 ) -> tuple[AlsModel | None, AssociationRules]:
     """Train ALS and mine the rules of a snapshot (no shared state: run it in a thread).
 
@@ -150,12 +173,10 @@ def train_models(
         min_support, min_confidence, max_len: the rule thresholds.
         min_users: fewest users with interactions for ALS to train; with fewer, ALS is
             None (item-to-item serves) and only the rules are mined.
+        limits: the bounds of the mining (defaults: `MiningLimits()`).
     """
-    users = len(snapshot.matrix.users)
-    als = (
-        train_als(snapshot.matrix, als_parameters, version=version)
-        if users >= max(min_users, 1) and snapshot.matrix.weights.nnz
-        else None
+    als = train_als_of(
+        snapshot, version=version, als_parameters=als_parameters, min_users=min_users
     )
     rules = AssociationRules.mine(
         snapshot.baskets,
@@ -163,6 +184,7 @@ def train_models(
         min_confidence=min_confidence,
         max_len=max_len,
         version=version,
+        limits=limits,
     )
     return als, rules
 

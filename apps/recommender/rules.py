@@ -21,8 +21,10 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,56 +93,229 @@ def _popcount(bits: Bits) -> npt.NDArray[np.int64]:
     return counts
 
 
+def _pack(rows: Iterable[Iterable[int]], n_rows: int, n_columns: int) -> Bits:
+    """A packed bit matrix, `n_rows` x `n_columns` bits in 64-bit words, with the bits of
+    `rows` set (row r holds the column indices given for it). Built from the set bits
+    alone: a dense boolean matrix of every row and column would cost a byte per cell."""
+    words = max(1, (n_columns + 63) // 64)
+    packed = np.zeros((n_rows, words), dtype=np.uint64)
+    row_of: list[int] = []
+    column_of: list[int] = []
+    for r, columns in enumerate(rows):
+        for c in columns:
+            row_of.append(r)
+            column_of.append(c)
+    if row_of:
+        columns_array = np.asarray(column_of, dtype=np.int64)
+        flat = np.asarray(row_of, dtype=np.int64) * words + (columns_array >> 6)
+        np.bitwise_or.at(
+            packed.reshape(-1),
+            flat,
+            np.left_shift(np.uint64(1), (columns_array & 63).astype(np.uint64)),
+        )
+    return packed
+
+
 def _vertical(baskets: Sequence[frozenset[int]], n_items: int) -> Bits:
     """One bit vector over the transactions per item, packed in 64-bit words."""
-    words = max(1, (len(baskets) + 63) // 64)
-    dense = np.zeros((n_items, words * 64), dtype=bool)
+    by_item: list[list[int]] = [[] for _ in range(n_items)]
     for t, basket in enumerate(baskets):
-        dense[list(basket), t] = True
-    packed = np.packbits(dense, axis=1, bitorder="little")
-    return packed.view(np.uint64).reshape(n_items, words)
+        for item in basket:
+            by_item[item].append(t)
+    return _pack(by_item, n_items, len(baskets))
+
+
+@dataclass(frozen=True)
+class MiningLimits:
+    """Bounds on one mining run, so that it ends in bounded time and memory whatever the
+    baskets: without them, two baskets sharing a hundred items make every one of the
+    2^100 subsets frequent.
+
+    Attributes:
+        max_itemsets: most frequent item sets kept (the memory of the run grows with them).
+        max_rules: most rules derived from them.
+        time_budget_s: seconds the run may take; checked between joins.
+        max_memory_mb: most growth of the process's resident memory during the run, in
+            MiB (Linux; elsewhere the counts alone bound it).
+    """
+
+    max_itemsets: int = 100_000
+    max_rules: int = 50_000
+    time_budget_s: float = 30.0
+    max_memory_mb: float = 512.0
+
+
+@dataclass(frozen=True)
+class FrequentItemsets:
+    """What `frequent_itemsets` found, and whether it stopped early.
+
+    Attributes:
+        counts: every item set found (sorted tuple of item indices) with its count; the
+            empty set has the transaction count.
+        complete_len: every frequent item set of at most this many items is in `counts`.
+        cut_short: why the run stopped before the end (a limit reached), or None.
+    """
+
+    counts: dict[tuple[int, ...], int]
+    complete_len: int
+    cut_short: str | None = None
+
+
+#: Most 64-bit words ANDed in one vectorised join (8 MiB), whatever the class's size.
+_JOIN_WORDS = 1 << 20
+#: Seconds between two reads of the resident memory.
+_MEMORY_CHECK_S = 0.1
+
+
+def _resident_bytes() -> int | None:
+    """The process's resident memory, or None where /proc is not there."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class _Budget:
+    """The time and memory a mining run may still use."""
+
+    def __init__(self, limits: MiningLimits, clock: Callable[[], float]) -> None:
+        self.limits = limits
+        self.clock = clock
+        self.started = clock()
+        self.baseline = _resident_bytes()
+        self.memory_checked = self.started
+
+    def spent(self) -> str | None:
+        """Why the run must stop now (time or memory spent), or None."""
+        now = self.clock()
+        if now - self.started > self.limits.time_budget_s:
+            return f"time budget of {self.limits.time_budget_s:g} s spent"
+        if self.baseline is not None and now - self.memory_checked >= _MEMORY_CHECK_S:
+            self.memory_checked = now
+            resident = _resident_bytes()
+            grown_mb = ((resident or 0) - self.baseline) / (1 << 20)
+            if grown_mb > self.limits.max_memory_mb:
+                return f"memory budget of {self.limits.max_memory_mb:g} MiB reached"
+        return None
+
+
+def _join(
+    bits: Bits, later: npt.NDArray[np.intp], prefix_bits: Bits, least: int
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+    """The items of `later` whose transactions shared with `prefix_bits` number at least
+    `least`, with those numbers; in chunks, so a join's memory is bounded too."""
+    rows = max(1, _JOIN_WORDS // bits.shape[1])
+    kept: list[npt.NDArray[np.intp]] = []
+    counts: list[npt.NDArray[np.int64]] = []
+    for start in range(0, later.size, rows):
+        chunk = later[start : start + rows]
+        joined = _popcount(bits[chunk] & prefix_bits)
+        keep = joined >= least
+        kept.append(chunk[keep])
+        counts.append(joined[keep])
+    return np.concatenate(kept), np.concatenate(counts)
 
 
 def frequent_itemsets(
-    baskets: Sequence[frozenset[int]], n_items: int, least: int, max_len: int
-) -> dict[tuple[int, ...], int]:
+    baskets: Sequence[frozenset[int]],
+    n_items: int,
+    least: int,
+    max_len: int,
+    limits: MiningLimits | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> FrequentItemsets:
     """Every item set (sorted tuple of item indices) of at most `max_len` items whose
-    count is at least `least`, with its count; the empty set has the transaction count.
+    count is at least `least`, with its count, within `limits`.
+
+    Item sets are mined one length at a time (Eclat's prefix classes, breadth first): a
+    run cut short holds every item set shorter than the length it was at, and part of
+    that one. Within a length the smaller classes go first, so a few large blocks of
+    items bought together cannot use up the budget before the ordinary item sets.
 
     Args:
         baskets: the transactions, as sets of item indices below `n_items`.
         n_items: the number of distinct items.
         least: the least count of a frequent item set (at least 1).
         max_len: the largest item set mined.
+        limits: the bounds of the run (defaults: `MiningLimits()`).
+        clock: seconds, for the time budget.
     """
+    limits = limits or MiningLimits()
+    budget = _Budget(limits, clock)
     bits = _vertical(baskets, n_items)
     counts = _popcount(bits)
     found: dict[tuple[int, ...], int] = {(): len(baskets)}
     singles = np.flatnonzero(counts >= max(least, 1))
+    if singles.size > limits.max_itemsets:
+        singles = singles[np.argsort(-counts[singles], kind="stable")[: limits.max_itemsets]]
+        singles.sort()
+        for i in singles:
+            found[(int(i),)] = int(counts[i])
+        return FrequentItemsets(found, 0, f"item set cap of {limits.max_itemsets} reached")
     for i in singles:
         found[(int(i),)] = int(counts[i])
-    if max_len < 2:
-        return found
-    # Depth-first: a prefix's tid bitset ANDed with every later frequent extension at once.
-    stack: list[tuple[tuple[int, ...], Bits, npt.NDArray[np.intp]]] = []
-    for position, i in enumerate(singles):
-        stack.append(((int(i),), bits[i], singles[position + 1 :]))
-    while stack:
-        prefix, prefix_bits, extensions = stack.pop()
-        if extensions.size == 0:
+    # A class: a prefix (one item shorter than the sets of the level) and its members,
+    # the items that extend it to a frequent set; pairs of members make the next level.
+    classes: list[tuple[tuple[int, ...], npt.NDArray[np.intp]]] = [((), singles)]
+    length = 1
+    while length < max_len and classes:
+        classes.sort(key=lambda c: c[1].size)
+        longer: list[tuple[tuple[int, ...], npt.NDArray[np.intp]]] = []
+        for prefix, members in classes:
+            for position in range(members.size - 1):
+                head = (*prefix, int(members[position]))
+                prefix_bits = np.bitwise_and.reduce(bits[list(head)], axis=0)
+                kept, kept_counts = _join(bits, members[position + 1 :], prefix_bits, least)
+                room = limits.max_itemsets - (len(found) - 1)
+                for j, count in zip(kept[:room], kept_counts[:room], strict=True):
+                    found[(*head, int(j))] = int(count)
+                if kept.size > room:
+                    reason = f"item set cap of {limits.max_itemsets} reached"
+                    return FrequentItemsets(found, length, reason)
+                if kept.size > 1:
+                    longer.append((head, kept))
+                spent = budget.spent()
+                if spent is not None:
+                    return FrequentItemsets(found, length, spent)
+        classes = longer
+        length += 1
+    return FrequentItemsets(found, max_len)
+
+
+def _derive(
+    found: dict[tuple[int, ...], int],
+    items: list[str],
+    n: int,
+    min_confidence: float,
+    min_len: int,
+    limits: MiningLimits,
+) -> tuple[list[Rule], str | None]:
+    """The rules `X => {y}` of the frequent item sets (in the order they were found, so
+    the shortest first), up to `limits.max_rules`; and why it stopped early, or None."""
+    rules: list[Rule] = []
+    for itemset, count in found.items():
+        size = len(itemset)
+        if size == 0 or size < min_len:
             continue
-        joined = bits[extensions] & prefix_bits
-        joined_counts = _popcount(joined)
-        keep = np.flatnonzero(joined_counts >= least)
-        if keep.size == 0:
-            continue
-        kept_items = extensions[keep]
-        for position, (j, row) in enumerate(zip(kept_items, keep, strict=True)):
-            itemset = (*prefix, int(j))
-            found[itemset] = int(joined_counts[row])
-            if len(itemset) < max_len:
-                stack.append((itemset, joined[row], kept_items[position + 1 :]))
-    return found
+        for position, head in enumerate(itemset):
+            body = itemset[:position] + itemset[position + 1 :]
+            confidence = count / found[body]
+            if confidence < min_confidence - CONFIDENCE_EPSILON:
+                continue
+            if len(rules) == limits.max_rules:
+                return rules, f"rule cap of {limits.max_rules} reached"
+            rules.append(
+                Rule(
+                    lhs=tuple(sorted(items[i] for i in body)),
+                    rhs=items[head],
+                    count=count,
+                    support=count / n,
+                    confidence=confidence,
+                    lift=confidence * n / found[(head,)],
+                )
+            )
+    return rules, None
 
 
 class AssociationRules:
@@ -158,6 +333,7 @@ class AssociationRules:
         transactions: int,
         parameters: dict[str, Any],
         version: int = 0,
+        cut_short: str | None = None,
     ) -> None:
         self.rules: tuple[Rule, ...] = tuple(
             sorted(rules, key=lambda r: (-r.confidence, -r.lift, -r.support, r.lhs, r.rhs))
@@ -165,18 +341,16 @@ class AssociationRules:
         self.transactions = transactions
         self.parameters = dict(parameters)
         self.version = version
+        #: Why the mining stopped before the end (a `MiningLimits` bound), or None.
+        self.cut_short = cut_short
         items = sorted({item for rule in self.rules for item in (*rule.lhs, rule.rhs)})
         self._index = {item: i for i, item in enumerate(items)}
-        words = max(1, (len(items) + 63) // 64)
-        dense = np.zeros((len(self.rules), words * 64), dtype=bool)
-        for r, rule in enumerate(self.rules):
-            dense[r, [self._index[item] for item in rule.lhs]] = True
-        self._lhs_bits: Bits = (
-            np.packbits(dense, axis=1, bitorder="little")
-            .view(np.uint64)
-            .reshape(len(self.rules), words)
+        self._words = max(1, (len(items) + 63) // 64)
+        self._lhs_bits: Bits = _pack(
+            ([self._index[item] for item in rule.lhs] for rule in self.rules),
+            len(self.rules),
+            len(items),
         )
-        self._words = words
 
     @classmethod
     def mine(
@@ -188,8 +362,12 @@ class AssociationRules:
         max_len: int = 10,
         min_len: int = 1,
         version: int = 0,
+        limits: MiningLimits | None = None,
     ) -> AssociationRules:
-        """Mine the rules of `baskets` with arules' `apriori()` semantics.
+        """Mine the rules of `baskets` with arules' `apriori()` semantics, within `limits`.
+
+        A run that reaches a limit returns the rules found so far, the shortest first,
+        with `cut_short` saying which limit stopped it.
 
         Args:
             baskets: the transactions; an item repeated within one counts once.
@@ -198,11 +376,13 @@ class AssociationRules:
             max_len: most items in a rule, both sides (arules' `maxlen`).
             min_len: fewest items in a rule (arules' `minlen`; 1 allows `{} => {y}`).
             version: the version the rule set serves under.
+            limits: the bounds of the run (defaults: `MiningLimits()`).
         """
         if not 0 <= min_support <= 1 or not 0 <= min_confidence <= 1:
             raise ValueError("min_support and min_confidence must be within 0..1")
         if min_len < 1 or max_len < min_len:
             raise ValueError("need 1 <= min_len <= max_len")
+        limits = limits or MiningLimits()
         names: dict[str, int] = {}
         encoded: list[frozenset[int]] = []
         for basket in baskets:
@@ -216,32 +396,18 @@ class AssociationRules:
         n = len(encoded)
         if n == 0:
             return cls((), transactions=0, parameters=parameters, version=version)
-        items = list(names)
         longest = max(len(b) for b in encoded)
         found = frequent_itemsets(
-            encoded, len(items), max(min_count(n, min_support), 1), min(max_len, longest)
+            encoded, len(names), max(min_count(n, min_support), 1), min(max_len, longest), limits
         )
-        rules: list[Rule] = []
-        for itemset, count in found.items():
-            size = len(itemset)
-            if size == 0 or size < min_len:
-                continue
-            for position, head in enumerate(itemset):
-                body = itemset[:position] + itemset[position + 1 :]
-                confidence = count / found[body]
-                if confidence < min_confidence - CONFIDENCE_EPSILON:
-                    continue
-                rules.append(
-                    Rule(
-                        lhs=tuple(sorted(items[i] for i in body)),
-                        rhs=items[head],
-                        count=count,
-                        support=count / n,
-                        confidence=confidence,
-                        lift=confidence * n / found[(head,)],
-                    )
-                )
-        return cls(rules, transactions=n, parameters=parameters, version=version)
+        rules, cut_short = _derive(found.counts, list(names), n, min_confidence, min_len, limits)
+        return cls(
+            rules,
+            transactions=n,
+            parameters=parameters,
+            version=version,
+            cut_short=found.cut_short or cut_short,
+        )
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -307,6 +473,8 @@ class AssociationRules:
                 [list(r.lhs), r.rhs, r.count, r.support, r.confidence, r.lift] for r in self.rules
             ],
         }
+        if self.cut_short is not None:  # absent when complete: older snapshots read the same
+            body["cut_short"] = self.cut_short
         text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return zlib.compress(text.encode("utf-8"), 6)
 
@@ -325,4 +493,5 @@ class AssociationRules:
             transactions=body["transactions"],
             parameters=body["parameters"],
             version=body["version"],
+            cut_short=body.get("cut_short"),
         )

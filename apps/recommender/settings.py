@@ -8,9 +8,11 @@ from pydantic_settings import SettingsConfigDict
 from apps.recommender.als import AlsParameters
 from apps.recommender.interactions import InteractionKind
 from apps.recommender.recommend import DEFAULT_POLICY
+from apps.recommender.rules import MiningLimits
 from consort.kit.settings import ServiceSettings, app_id_field
 
 _ALS = AlsParameters()
+_MINING = MiningLimits()
 
 
 class RecommenderSettings(ServiceSettings):
@@ -90,6 +92,22 @@ class RecommenderSettings(ServiceSettings):
         default=0.5, ge=0, le=1, description="Least confidence of an association rule."
     )
     rules_max_len: int = Field(default=10, ge=1, description="Most items in a rule.")
+    # The mining's bounds (see MiningLimits): a run reaching one serves the rules found so
+    # far, the shortest first, and the model status reports the retraining as cut short.
+    rules_max_itemsets: int = Field(
+        default=_MINING.max_itemsets, ge=1, description="Most frequent item sets one mining keeps."
+    )
+    rules_max_rules: int = Field(
+        default=_MINING.max_rules, ge=1, description="Most rules one mining derives."
+    )
+    rules_time_budget_s: float = Field(
+        default=_MINING.time_budget_s, gt=0, description="Seconds one mining may take."
+    )
+    rules_max_memory_mb: float = Field(
+        default=_MINING.max_memory_mb,
+        gt=0,
+        description="Most growth of the training process's resident memory while mining (MiB).",
+    )
 
     @model_validator(mode="after")
     def _k_default_within_max(self) -> "RecommenderSettings":
@@ -105,6 +123,16 @@ class RecommenderSettings(ServiceSettings):
             InteractionKind.ADD_TO_CART: self.weight_add_to_cart,
             InteractionKind.PURCHASE: self.weight_purchase,
         }
+
+    @property
+    def mining_limits(self) -> MiningLimits:
+        """The bounds of one rule mining."""
+        return MiningLimits(
+            max_itemsets=self.rules_max_itemsets,
+            max_rules=self.rules_max_rules,
+            time_budget_s=self.rules_time_budget_s,
+            max_memory_mb=self.rules_max_memory_mb,
+        )
 
     @property
     def als_parameters(self) -> AlsParameters:

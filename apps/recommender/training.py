@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import signal
 import time
 from dataclasses import dataclass
 
 from apps.recommender.als import AlsParameters
 from apps.recommender.interactions import InteractionStore
-from apps.recommender.recommend import TrainingSnapshot, train_models
+from apps.recommender.recommend import TrainingSnapshot, train_als_of
+from apps.recommender.rules import AssociationRules, MiningLimits
+
+log = logging.getLogger("recommender.training")
 
 _PR_SET_PDEATHSIG = 1
 
@@ -38,10 +42,13 @@ class TrainingResult:
     Attributes:
         version: the version the new models serve under.
         events, users, items: what they were trained on.
-        rules_count: how many association rules were mined.
         store: the store's `to_bytes()` (its part of the snapshot).
         als: the new ALS model's `to_bytes()`, or None when there were too few users.
-        rules: the new rule set's `to_bytes()`.
+        rules: the new rule set's `to_bytes()`, or None when the mining failed (the
+            serving rules stay).
+        rules_count: how many association rules were mined.
+        rules_cut_short: why the mining stopped at a limit (its rules are partial), or None.
+        rules_failed: why the mining failed, or None.
         seconds: the time the run took in its process.
     """
 
@@ -49,10 +56,12 @@ class TrainingResult:
     events: int
     users: int
     items: int
-    rules_count: int
     store: bytes
     als: bytes | None
-    rules: bytes
+    rules: bytes | None
+    rules_count: int
+    rules_cut_short: str | None
+    rules_failed: str | None
     seconds: float
 
 
@@ -65,8 +74,13 @@ def train(
     min_confidence: float,
     max_len: int,
     min_users: int,
+    limits: MiningLimits | None = None,
 ) -> TrainingResult:
-    """Train ALS and mine the rules of `store` (a copy nobody else changes).
+    """Train ALS, then mine the rules of `store` (a copy nobody else changes).
+
+    ALS comes first and is given back whatever the mining does: the mining stops at
+    `limits` with partial rules, and if it fails all the same, the result carries no
+    rules and says why.
 
     Args:
         store: the interactions to learn from.
@@ -74,26 +88,38 @@ def train(
         als_parameters: ALS hyperparameters.
         min_support, min_confidence, max_len: the rule thresholds.
         min_users: fewest users for ALS to train (below: rules only).
+        limits: the bounds of the mining (defaults: `MiningLimits()`).
     """
     started = time.perf_counter()
     snapshot = TrainingSnapshot.of(store)
-    als, rules = train_models(
-        snapshot,
-        version=version,
-        als_parameters=als_parameters,
-        min_support=min_support,
-        min_confidence=min_confidence,
-        max_len=max_len,
-        min_users=min_users,
+    als = train_als_of(
+        snapshot, version=version, als_parameters=als_parameters, min_users=min_users
     )
+    als_bytes = als.to_bytes() if als is not None else None
+    rules: AssociationRules | None = None
+    failed: str | None = None
+    try:
+        rules = AssociationRules.mine(
+            snapshot.baskets,
+            min_support=min_support,
+            min_confidence=min_confidence,
+            max_len=max_len,
+            version=version,
+            limits=limits,
+        )
+    except Exception as exc:  # MemoryError too: ALS is trained, and still serves
+        log.exception("association rule mining failed")
+        failed = f"{type(exc).__name__}: {exc}"
     return TrainingResult(
         version=version,
         events=snapshot.events,
         users=len(snapshot.matrix.users),
         items=len(snapshot.matrix.items),
-        rules_count=len(rules),
         store=store.to_bytes(),
-        als=als.to_bytes() if als is not None else None,
-        rules=rules.to_bytes(),
+        als=als_bytes,
+        rules=rules.to_bytes() if rules is not None else None,
+        rules_count=len(rules) if rules is not None else 0,
+        rules_cut_short=rules.cut_short if rules is not None else None,
+        rules_failed=failed,
         seconds=time.perf_counter() - started,
     )

@@ -259,6 +259,45 @@ class AlsInfo(BaseModel):
     items: int
 
 
+class TrainingOutcome(StrEnum):
+    """How a retraining ended."""
+
+    OK = "ok"
+    CUT_SHORT = "cut-short"
+    FAILED = "failed"
+
+
+class TrainedPart(StrEnum):
+    """A part of the serving models a retraining refreshes."""
+
+    ALS = "als"
+    RULES = "rules"
+
+
+class TrainingReport(BaseModel):
+    """How the last retraining went: what it refreshed, and why not everything."""
+
+    outcome: TrainingOutcome = Field(
+        description="ok; cut-short: the rule mining reached a limit, and its partial rules "
+        "serve; failed: a part (or the whole run) failed, and what it would have refreshed "
+        "stays as it was."
+    )
+    reason: str | None = Field(
+        default=None, description="Why the outcome is not ok (the limit or the error)."
+    )
+    version: int | None = Field(
+        default=None, description="The version it installed (None: nothing installed)."
+    )
+    started_at: datetime
+    duration_s: float
+    refreshed: list[TrainedPart] = Field(
+        description="The parts now serving from this run; the others are the earlier ones."
+    )
+    rules_mined: int | None = Field(
+        default=None, description="Association rules the run mined (None: none mined)."
+    )
+
+
 class ModelStatus(BaseModel):
     """The recommender's serving models and what they learnt from."""
 
@@ -278,6 +317,9 @@ class ModelStatus(BaseModel):
     restored: bool = Field(description="The models were loaded from a snapshot at start-up.")
     snapshot: SnapshotInfo | None = Field(description="The latest snapshot persisted.")
     retrain_interval_s: float
+    last_training: TrainingReport | None = Field(
+        default=None, description="The last retraining since start-up (None: none yet)."
+    )
 
 
 class RetrainAccepted(BaseModel):

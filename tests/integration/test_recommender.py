@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -488,3 +489,32 @@ def test_interactions_learnt_after_the_snapshot_survive_a_crash(
         DEADLINE_S,
     )
     assert weights(api, f"{ns}-u1") == learnt == {f"{ns}-a": 5.0, f"{ns}-b": 5.0}
+
+
+# -- bounded training (last: the catalogue it teaches cuts every later mining short) --------------
+def test_a_pathological_catalogue_serves_the_new_als_and_reports_the_cut(
+    api: httpx.Client, ns: str
+) -> None:
+    # Two users who share 120 items: every subset of them is a frequent item set.
+    shared = [f"shared-{i}" for i in range(120)]
+    record_and_learn(api, baskets(ns, 2, shared) + baskets(ns, 3, ["a", "b"], first=2))
+    before = model(api)["version"]
+    started = time.monotonic()
+    status = retrain(api)
+    took = time.monotonic() - started
+
+    report = status["last_training"]
+    assert report["outcome"] == "cut-short", report
+    assert "rule mining cut short" in report["reason"] and "cap of" in report["reason"]
+    assert report["version"] == status["version"] > before
+    assert set(report["refreshed"]) == {"als", "rules"}
+    assert 0 < report["rules_mined"] == status["rules"]
+    assert report["duration_s"] <= took < DEADLINE_S
+    # The new ALS serves, and knows this test's items (the old one had never seen them).
+    body = recommend(api, f"{ns}-u2", k=3)
+    assert body["model_version"] >= report["version"]
+    assert body["items"][0]["reason"] == "als", body
+    # The partial rules serve too: the pairs came first.
+    response = api.post("/v1/baskets/complete", json={"items": [f"{ns}-shared-0"], "k": 3})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["suggestions"]) == 3

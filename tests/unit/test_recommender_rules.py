@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
-from apps.recommender.rules import AssociationRules, min_count
+from apps.recommender.rules import AssociationRules, MiningLimits, frequent_itemsets, min_count
 
 pytestmark = pytest.mark.unit
 
@@ -87,3 +88,67 @@ def test_groceries_reproduce_arules_published_rules() -> None:
     assert round(honey.support, 6) == 0.001118
     assert round(honey.confidence, 4) == 0.7333
     assert round(honey.lift, 4) == 2.8700
+
+
+# -- bounded mining ----------------------------------------------------------------------------
+#: Two users who share 120 items (every one of the 2^120 subsets is frequent at any
+#: support they reach), beside ordinary baskets: 8 of the 10 with x and y also hold z.
+SHARED = [f"shared-{i}" for i in range(120)]
+PATHOLOGICAL = [
+    [*SHARED, "a"],
+    [*SHARED, "b"],
+    *[["x", "y", "z"]] * 8,
+    *[["x", "y"]] * 2,
+    *[["w"]] * 5,
+]
+
+
+def test_mining_two_users_sharing_a_hundred_items_ends_cut_short() -> None:
+    started = time.perf_counter()
+    rules = AssociationRules.mine(PATHOLOGICAL, min_support=0.001, min_confidence=0.5)
+    took = time.perf_counter() - started
+    assert took < 20, f"the mining took {took:.1f} s"
+    assert rules.cut_short == f"item set cap of {MiningLimits().max_itemsets} reached"
+    assert len(rules) <= MiningLimits().max_rules
+    # Shorter first: every pair rule is there, the ordinary ones included.
+    assert rules.find(["x"], "z") is not None
+    assert rules.find(["shared-0"], "shared-119") is not None
+    assert [c.item for c in rules.complete_basket(["x", "y"], 3)] == ["z"]
+    # The flag survives a snapshot.
+    assert AssociationRules.from_bytes(rules.to_bytes()).cut_short == rules.cut_short
+
+
+def test_mining_memory_is_bounded_by_the_caps() -> None:
+    limits = MiningLimits(max_itemsets=5_000, max_rules=5_000)
+    tracemalloc.start()
+    try:
+        rules = AssociationRules.mine(
+            PATHOLOGICAL, min_support=0.001, min_confidence=0.5, limits=limits
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rules.cut_short is not None and len(rules) <= 5_000
+    assert peak < 16 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_mining_stops_at_its_time_budget() -> None:
+    ticks = iter(range(1_000_000))  # one second per look at the clock
+    encoded = [frozenset(range(40)), frozenset(range(40))]
+    found = frequent_itemsets(
+        encoded, 40, 2, 10, MiningLimits(time_budget_s=5), clock=lambda: float(next(ticks))
+    )
+    assert found.cut_short == "time budget of 5 s spent"
+    # It stopped among the pairs (the clock is read once per join): the singles are
+    # complete, and a few joins' worth of pairs are there.
+    assert found.complete_len == 1
+    assert sum(len(s) == 1 for s in found.counts) == 40
+    assert 0 < sum(len(s) == 2 for s in found.counts) < 40 * 39 // 2
+
+
+def test_mining_within_its_limits_is_complete() -> None:
+    rules = AssociationRules.mine(BASKETS, min_support=0.4, min_confidence=0.6)
+    assert rules.cut_short is None
+    found = frequent_itemsets([frozenset({0, 1}), frozenset({0, 1, 2})], 3, 1, 10)
+    assert (found.cut_short, found.complete_len) == (None, 10)
+    assert len(found.counts) == 1 + 7  # the empty set and every non-empty subset of {0, 1, 2}

@@ -12,7 +12,8 @@ from pydantic import ValidationError
 from apps.recommender.als import AlsModel, AlsParameters
 from apps.recommender.interactions import Interaction, InteractionKind, InteractionStore
 from apps.recommender.recommend import Recommender, TrainingSnapshot, train_models
-from apps.recommender.rules import AssociationRules
+from apps.recommender.rules import AssociationRules, MiningLimits
+from apps.recommender.service import training_report
 from apps.recommender.snapshot import Snapshot, split
 from apps.recommender.training import train
 from consort.contracts.recommender import (
@@ -20,6 +21,8 @@ from consort.contracts.recommender import (
     InteractionRecorded,
     InteractionsSubmission,
     RecommendationRequest,
+    TrainedPart,
+    TrainingOutcome,
 )
 
 pytestmark = pytest.mark.unit
@@ -176,3 +179,58 @@ def test_a_training_run_gives_back_the_models_as_bytes() -> None:
     assert als.to_bytes() == expected_als.to_bytes()
     assert rules.rules == expected_rules.rules
     assert result.rules_count == len(expected_rules)
+
+
+# -- bounded training --------------------------------------------------------------------------
+def pathological() -> Recommender:
+    """Two users who share 120 items, beside six ordinary ones."""
+    pairs = [(user, f"shared-{i}") for user in ("p", "q") for i in range(120)]
+    return learnt(pairs + BASKETS + [("e", "tea"), ("e", "jam")])
+
+
+def bounded_train(store: InteractionStore, limits: MiningLimits | None = None) -> Any:
+    return train(
+        store,
+        version=2,
+        als_parameters=SMALL_ALS,
+        min_support=0.001,
+        min_confidence=0.5,
+        max_len=10,
+        min_users=2,
+        limits=limits or MiningLimits(max_itemsets=20_000, max_rules=20_000),
+    )
+
+
+def test_training_on_a_pathological_catalogue_gives_als_and_partial_rules() -> None:
+    result = bounded_train(pathological().store.copy())
+    assert result.als is not None and AlsModel.from_bytes(result.als).version == 2
+    assert result.rules is not None and result.rules_failed is None
+    assert result.rules_cut_short == "item set cap of 20000 reached"
+    assert 0 < result.rules_count <= 20_000
+    report = training_report(result, 2, WHEN, 1.5)
+    assert report.outcome == TrainingOutcome.CUT_SHORT
+    assert report.reason is not None and "item set cap of 20000 reached" in report.reason
+    assert report.refreshed == [TrainedPart.ALS, TrainedPart.RULES]
+    assert (report.version, report.duration_s, report.rules_mined) == (2, 1.5, result.rules_count)
+
+
+def test_a_failed_mining_still_gives_als(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: Any, **kwargs: Any) -> AssociationRules:
+        raise MemoryError("no room for the item sets")
+
+    monkeypatch.setattr(AssociationRules, "mine", fail)
+    result = bounded_train(learnt(BASKETS).store.copy())
+    assert result.als is not None
+    assert (result.rules, result.rules_count) == (None, 0)
+    assert result.rules_failed == "MemoryError: no room for the item sets"
+    report = training_report(result, 2, WHEN, 0.5)
+    assert report.outcome == TrainingOutcome.FAILED
+    assert report.refreshed == [TrainedPart.ALS] and report.rules_mined is None
+    assert report.reason is not None and "the earlier rules serve" in report.reason
+
+
+def test_a_complete_training_reports_ok() -> None:
+    result = bounded_train(learnt(BASKETS).store.copy())
+    report = training_report(result, 2, WHEN, 0.5)
+    assert (report.outcome, report.reason) == (TrainingOutcome.OK, None)
+    assert report.refreshed == [TrainedPart.ALS, TrainedPart.RULES]
