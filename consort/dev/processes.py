@@ -106,6 +106,7 @@ class Proc:
     last_exit_code: int | None = None
     last_exit_at: float | None = None  # wall-clock time (time.time())
     started_at: float | None = None  # monotonic
+    ready_at: float | None = None  # monotonic: when its probe first passed since its start
 
     @property
     def group_key(self) -> str:
@@ -114,6 +115,7 @@ class Proc:
     def start(self) -> None:
         self.state = STARTING
         self.started_at = time.monotonic()
+        self.ready_at = None
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         try:
@@ -252,6 +254,9 @@ class Supervisor:
         self.pid_file = pid_file
         self.backoff = backoff or Backoff()
         self.interval_s = interval_s
+        #: How long the rest of a crashed process's group may take to stop (then KILL):
+        #: it is restarted at once anyway, so a long graceful drain only delays recovery.
+        self.mate_grace_s = 2.0
         self._wrote_pid_file = False
         self._lock = threading.RLock()
         self._pending: dict[str, _Pending] = {}
@@ -299,6 +304,7 @@ class Supervisor:
                 with self._lock:
                     if proc.state == STARTING and proc.alive():
                         proc.state = READY
+                        proc.ready_at = time.monotonic()
         with self._lock:
             if self._stopping.is_set():
                 return
@@ -336,7 +342,7 @@ class Supervisor:
                 mate.signal(signal.SIGTERM)
         for mate in mates:
             if mate is not proc:
-                mate.stop(5.0)
+                mate.stop(self.mate_grace_s)
                 mate.last_exit_code = mate.exit_code
                 mate.last_exit_at = time.time()
 
