@@ -235,6 +235,7 @@ class LocalSystem:
                         "COLLECTOR_SAMPLE_RATE": "1.0",
                         "JAVA_TOOL_OPTIONS": "-Djava.net.preferIPv4Stack=true",
                     },
+                    ready=http_ok(f"http://127.0.0.1:{p.zipkin}/health"),
                 )
             )
         redis = self.supervisor.start(
@@ -250,12 +251,16 @@ class LocalSystem:
                     str(redis_dir),
                     "--save",
                     "60 1",
+                    # A SIGKILL loses at most the last second of writes (docs/operate.md).
                     "--appendonly",
-                    "no",
+                    "yes",
+                    "--appendfsync",
+                    "everysec",
                     "--protected-mode",
                     "yes",
                 ],
                 self.logs / "redis.log",
+                ready=lambda: port_open(p.redis),
             )
         )
         placement = self.supervisor.start(
@@ -277,6 +282,7 @@ class LocalSystem:
                     "--log-as-json",
                 ],
                 self.logs / "placement.log",
+                ready=http_ok(f"http://127.0.0.1:{p.placement_health}/healthz"),
             )
         )
         scheduler = self.supervisor.start(
@@ -302,6 +308,7 @@ class LocalSystem:
                     "--log-as-json",
                 ],
                 self.logs / "scheduler.log",
+                ready=http_ok(f"http://127.0.0.1:{p.scheduler_health}/healthz"),
             )
         )
         wait_until("redis", lambda: port_open(p.redis), deadline_s, [redis])
@@ -413,6 +420,8 @@ class LocalSystem:
                 self.logs / f"{app_id}.log",
                 self._env(spec),
                 spec.app_dir,
+                group=app_id,
+                ready=http_ok(f"http://127.0.0.1:{spec.app_port}/readyz", expect=(200,)),
             )
         )
         return app, self.start_sidecar(app_id)
@@ -427,6 +436,8 @@ class LocalSystem:
                 self.logs / f"{app_id}-daprd.log",
                 self._env(spec),
                 self.run_dir,
+                group=app_id,
+                ready=http_ok(f"http://127.0.0.1:{spec.dapr_http_port}/v1.0/healthz"),
             )
         )
 
@@ -456,12 +467,11 @@ class LocalSystem:
         wait_until(f"{app_id} readiness", ready, deadline_s, [app, sidecar])
 
     def stop_app(self, app_id: str, *, kill: bool = False, sidecar_only: bool = False) -> None:
-        """Stop (or SIGKILL) one app and its sidecar, as an operator or a crash would."""
+        """Stop (or SIGKILL) one app and its sidecar on purpose: the supervisor does not
+        restart them (to see a crash restarted, signal the process itself)."""
         names = [f"{app_id}-daprd"] if sidecar_only else [app_id, f"{app_id}-daprd"]
         for name in names:
-            proc = self.supervisor.get(name)
-            proc.kill() if kill else proc.stop()
-            self.supervisor.procs.remove(proc)
+            self.supervisor.remove(name, kill=kill)
 
     def start(self, app_ids: list[str] | None = None, deadline_s: float = 90) -> None:
         """Start the infrastructure and the apps (all by default), and wait for all."""
