@@ -2,6 +2,8 @@
 
 consort run [--apps gateway,sentiment]   start everything (what `make run` does)
 consort stop                             stop what `consort run` started, from any shell
+consort scale nlp=2 [sentiment=3 …]      change how many instances of a running app serve
+consort rollout sentiment [--env K=V]    replace an app's instances one at a time
 consort serve MODULE:APP                 serve one app on $APP_PORT (used in dapr.yaml)
 consort workflows list|show|approve      cases and workflows, through the gateway
 """
@@ -18,7 +20,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from consort.dev import control as control_api
 from consort.dev import workflows_cli
+from consort.dev.control import ControlServer
+from consort.dev.instances import parse_scale
 from consort.dev.processes import StartupError, Supervisor
 from consort.dev.runtime import REPO, RuntimeMissing
 from consort.dev.system import InfraPorts, LocalSystem, RunFile, default_run_dir
@@ -105,11 +110,14 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     started = time.monotonic()
+    control: ControlServer | None = None
     try:
         console.print(f"starting {', '.join(app_ids)} with Dapr {system.runtime.version} …")
         system.start(app_ids)
         started_up = True
         system.write_endpoints(app_ids)
+        control = ControlServer(system, app_ids)
+        control.start()
         console.print(_table(system, app_ids))
         gateway = system.url("gateway") if "gateway" in app_ids else None
         console.print(
@@ -122,7 +130,7 @@ def _run(args: argparse.Namespace) -> int:
                 '-d \'{"text": "Consort makes this easy!"}\''
             )
         while not stopping:
-            for proc in system.supervisor:
+            for proc in list(system.supervisor):
                 if not proc.alive():
                     console.print(
                         f"[red]{proc.name} exited (code {proc.exit_code}); "
@@ -143,6 +151,8 @@ def _run(args: argparse.Namespace) -> int:
         return_code = 130
     finally:
         console.print("stopping …")
+        if control is not None:
+            control.stop()
         system.stop()
         console.print("stopped: no Consort process is left running.")
     return return_code
@@ -154,15 +164,58 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_instances(answer: dict[str, object], app_ids: list[str]) -> None:
+    instances = answer["instances"]
+    assert isinstance(instances, dict)
+    for app_id in app_ids:
+        names = ", ".join(f"{i['name']} ({i['app']})" for i in instances[app_id])
+        console.print(f"{app_id}: {len(instances[app_id])} serving: {names}")
+
+
+def _scale(args: argparse.Namespace) -> int:
+    try:
+        wanted = [parse_scale(arg) for arg in args.replicas]
+        for app_id, n in wanted:
+            console.print(f"scaling {app_id} to {n} …")
+            answer = control_api.request(
+                default_run_dir(), "/scale", {"app": app_id, "replicas": n}
+            )
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 1
+    _print_instances(answer, [a for a, _ in wanted])
+    return 0
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    env = dict(kv.split("=", 1) for kv in args.env)
+    console.print(f"rolling out {args.app}: one instance at a time …")
+    try:
+        answer = control_api.request(default_run_dir(), "/rollout", {"app": args.app, "env": env})
+    except (FileNotFoundError, RuntimeError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 1
+    _print_instances(answer, [args.app])
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     from rich.live import Live
 
     from consort.dev.observe import app_status, read_endpoints, status_table
 
-    endpoints = read_endpoints(default_run_dir())["apps"]
+    run_dir = default_run_dir()
 
     def snapshot() -> Table:
-        return status_table([app_status(a, e["app"]) for a, e in endpoints.items()])
+        # Re-read each time: `consort scale` and `consort rollout` change the instances.
+        endpoints = read_endpoints(run_dir)["apps"]
+        return status_table(
+            [
+                app_status(i["name"], i["app"])
+                for a, e in endpoints.items()
+                for i in e.get("instances") or [{"name": a, "app": e["app"]}]
+            ]
+        )
 
     out = Console()
     if args.once:
@@ -209,6 +262,17 @@ def main(argv: list[str] | None = None) -> int:
         help="use free ports instead of the file's (they are written to <run dir>/endpoints.json)",
     )
     sub.add_parser("stop", help="stop what `consort run` started")
+    scale = sub.add_parser("scale", help="change how many instances of a running app serve")
+    scale.add_argument("replicas", nargs="+", metavar="APP=N", help="e.g. nlp=2")
+    rollout = sub.add_parser("rollout", help="replace an app's instances one at a time")
+    rollout.add_argument("app", help="the app id, e.g. sentiment")
+    rollout.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set in the new instances' environment (repeatable)",
+    )
     status = sub.add_parser("status", help="a live table of every service")
     status.add_argument("--once", action="store_true", help="print once and exit")
     status.add_argument("--interval", type=float, default=2.0, help="refresh every N seconds")
@@ -223,7 +287,14 @@ def main(argv: list[str] | None = None) -> int:
         return workflows_cli.run(args)
     if args.command == "serve":
         return _serve(args.target)
-    commands = {"run": _run, "stop": _stop, "status": _status, "trace": _trace}
+    commands = {
+        "run": _run,
+        "stop": _stop,
+        "status": _status,
+        "trace": _trace,
+        "scale": _scale,
+        "rollout": _rollout,
+    }
     return commands[args.command](args)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -113,7 +114,8 @@ class ServiceKit:
 
     def __init__(self, settings: ServiceSettings, version: str) -> None:
         self.settings = settings
-        self.version = version
+        # A rollout may name the version it deploys (`consort rollout --env`).
+        self.version = os.environ.get("CONSORT_SERVICE_VERSION") or version
         self.sidecar_settings = SidecarSettings()
         self._sidecar: Sidecar | None = None
         self._checks: dict[str, ReadinessCheck] = {"sidecar": self._sidecar_ready}
