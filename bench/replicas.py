@@ -5,7 +5,8 @@
 - CPU seconds per request, from /proc, of every process of the system (gateway, nlp
   instances, their sidecars) and of the nlp instances alone;
 - the spread of invocations over the instances, as each instance's own request counter
-  saw it: the SQLite name resolver picks a live row at random for every call.
+  saw it: the SQLite name resolver picks a live row at random for every call;
+- how long `scale nlp=2` (until the new instance serves) and `scale nlp=1` (its drain) take.
 
 A second replica only adds throughput when there is a core for it: the machine's cores and
 load average are recorded beside the figures. Results: bench/results/replicas.json.
@@ -110,8 +111,13 @@ def main() -> None:
     levels = []
     with local_system(["gateway", "nlp"]) as system:
         levels.append(run_level(system, args.requests))
+        started = time.monotonic()
         system.scale("nlp", 2)
+        scale_up_s = time.monotonic() - started
         levels.append(run_level(system, args.requests))
+        started = time.monotonic()
+        system.scale("nlp", 1)
+        scale_down_s = time.monotonic() - started
     one, two = levels
     summary = {
         "throughput_rps": {
@@ -129,6 +135,9 @@ def main() -> None:
         "spread_at_2": two["spread"]["shares"],
         "spread_largest_deviation_sigmas": two["spread"]["largest_deviation_sigmas"],
         "errors": one["figures"]["errors"] + two["figures"]["errors"],
+        # Start, model load, readiness and admission of the new instance; then its drain.
+        "scale_1_to_2_s": round(scale_up_s, 2),
+        "scale_2_to_1_s": round(scale_down_s, 2),
     }
     report_doc = {
         "benchmark": "replicas",

@@ -75,7 +75,9 @@ class ControlServer:
                 system.rollout(str(body["app"]), env=env)
             elif path != "/instances":
                 return 404, {"detail": f"no {path}: try /scale, /rollout, /instances"}
-        except (KeyError, ValueError) as exc:
+        except KeyError as exc:
+            return 400, {"detail": str(exc.args[0]) if exc.args else "missing field"}
+        except ValueError as exc:
             return 400, {"detail": str(exc)}
         except StartupError as exc:
             return 500, {"detail": f"a new instance did not start: {exc}"}
