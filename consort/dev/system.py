@@ -452,10 +452,24 @@ class LocalSystem:
         try:
             self.start_instance(instance)
             self.wait_instance(instance, deadline_s)
+        except BaseException:
+            self._discard(instance)  # a failed start leaves nothing running or resolving
+            raise
         finally:
             registered.set()
             holder.join()
         self.registry.admit(instance.address)
+
+    def _discard(self, instance: Instance) -> None:
+        procs = [
+            p for p in self.supervisor.procs if p.name in (instance.name, instance.sidecar_name)
+        ]
+        self._forget(*procs)
+        for proc in procs:
+            proc.kill()
+        if instance in self.instances.get(instance.app_id, []):
+            self.instances[instance.app_id].remove(instance)
+        self.registry.remove(instance.address)
 
     def start_instance(self, instance: Instance) -> tuple[Proc, Proc]:
         """Start one instance of an app and its sidecar (without waiting)."""

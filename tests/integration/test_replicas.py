@@ -15,6 +15,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -81,7 +82,10 @@ class Load:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         end = loop.time() + LOAD_LIMIT_S
-        async with httpx.AsyncClient(timeout=30) as client:
+        # One connection per worker, dropped when idle well before the server's keep-alive
+        # timeout (5 s), so that no request races a connection the server is closing.
+        limits = httpx.Limits(max_connections=CONCURRENCY, keepalive_expiry=1)
+        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
 
             async def worker() -> None:
                 while not self._stop.is_set() and loop.time() < end:
@@ -89,11 +93,14 @@ class Load:
                         response = await client.post(self.url, json=self.body)
                     except httpx.HTTPError as exc:
                         self.statuses[0] += 1
-                        self.failures.append(repr(exc))
+                        self.failures.append(f"{datetime.now(UTC):%H:%M:%S.%f} {exc!r}")
                         continue
                     self.statuses[response.status_code] += 1
                     if response.status_code != 200:
-                        self.failures.append(f"{response.status_code} {response.text[:300]}")
+                        self.failures.append(
+                            f"{datetime.now(UTC):%H:%M:%S.%f} {response.status_code} "
+                            f"{response.text[:300]}"
+                        )
 
             await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
 
