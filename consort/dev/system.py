@@ -23,6 +23,7 @@ import yaml
 
 from consort.dev.instances import Instance, NameRegistry, ScaleFile
 from consort.dev.processes import (
+    READY,
     Proc,
     StartupError,
     Supervisor,
@@ -192,6 +193,7 @@ class LocalSystem:
         self._changing = threading.RLock()  # one scale or rollout at a time
         self._stopped = threading.Event()
         self._watcher: threading.Thread | None = None
+        self.supervisor.on_restart = self._restarting
         if tracing and (self.runtime.zipkin_jar is None or self.runtime.java is None):
             raise RuntimeMissing(
                 "tracing needs Zipkin's server and Java: run `make setup` "
@@ -253,6 +255,7 @@ class LocalSystem:
                         "COLLECTOR_SAMPLE_RATE": "1.0",
                         "JAVA_TOOL_OPTIONS": "-Djava.net.preferIPv4Stack=true",
                     },
+                    ready=http_ok(f"http://127.0.0.1:{p.zipkin}/health"),
                 )
             )
         redis = self.supervisor.start(
@@ -268,12 +271,16 @@ class LocalSystem:
                     str(redis_dir),
                     "--save",
                     "60 1",
+                    # A SIGKILL loses at most the last second of writes (docs/operate.md).
                     "--appendonly",
-                    "no",
+                    "yes",
+                    "--appendfsync",
+                    "everysec",
                     "--protected-mode",
                     "yes",
                 ],
                 self.logs / "redis.log",
+                ready=lambda: port_open(p.redis),
             )
         )
         placement = self.supervisor.start(
@@ -295,6 +302,7 @@ class LocalSystem:
                     "--log-as-json",
                 ],
                 self.logs / "placement.log",
+                ready=http_ok(f"http://127.0.0.1:{p.placement_health}/healthz"),
             )
         )
         scheduler = self.supervisor.start(
@@ -320,6 +328,7 @@ class LocalSystem:
                     "--log-as-json",
                 ],
                 self.logs / "scheduler.log",
+                ready=http_ok(f"http://127.0.0.1:{p.scheduler_health}/healthz"),
             )
         )
         wait_until("redis", lambda: port_open(p.redis), deadline_s, [redis])
@@ -485,6 +494,8 @@ class LocalSystem:
                 self.logs / f"{instance.name}.log",
                 env,
                 spec.app_dir,
+                group=instance.name,
+                ready=http_ok(f"{instance.url}/readyz", expect=(200,)),
             )
         )
         return app, self._start_sidecar(instance)
@@ -498,6 +509,8 @@ class LocalSystem:
                 self.logs / f"{instance.sidecar_name}.log",
                 {**self._env(instance.spec), **instance.env},
                 self.run_dir,
+                group=instance.name,
+                ready=http_ok(f"{instance.sidecar_url}/v1.0/healthz"),
             )
         )
 
@@ -543,9 +556,8 @@ class LocalSystem:
         """Stop supervising `procs` (a deliberate stop: their exit is no crash)."""
         for proc in procs:
             if proc in self.supervisor.procs:
-                self.supervisor.procs.remove(proc)
+                self.supervisor.forget(proc.name)
             self.retired.append(proc)
-        self.supervisor._write_pids()
 
     def stop_app(self, app_id: str, *, kill: bool = False, sidecar_only: bool = False) -> None:
         """Stop (or SIGKILL) instance 0 of an app and its sidecar, as an operator or a crash
@@ -666,6 +678,29 @@ class LocalSystem:
             for a in self.run_file.apps
         ]
         self.run_file = dataclasses.replace(self.run_file, apps=apps)
+
+    def _restarting(self, group: str) -> None:
+        """The supervisor restarts `group` after a crash: hold the instance out of name
+        resolution until it is ready again, as for a new one."""
+        instance = next((i for s in self.instances.values() for i in s if i.name == group), None)
+        if instance is not None:
+            threading.Thread(target=self._readmit, args=(instance,), daemon=True).start()
+
+    def _readmit(self, instance: Instance, deadline_s: float = 180) -> None:
+        ready = threading.Event()
+        holder = threading.Thread(
+            target=self.registry.hold, args=(instance.address, ready), daemon=True
+        )
+        holder.start()
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end and not self._stopped.is_set():
+            procs = self.supervisor.group(instance.name)
+            if not procs or all(p.state == READY for p in procs):
+                break
+            time.sleep(0.05)
+        ready.set()
+        holder.join()
+        self.registry.admit(instance.address)
 
     def _watch(self) -> None:
         """Start the watcher that withdraws a crashed instance's name-resolution row."""
