@@ -4,6 +4,8 @@ consort run [--apps gateway,sentiment]   start everything (what `make run` does)
 consort stop                             stop what `consort run` started, from any shell
 consort scale nlp=2 [sentiment=3 …]      change how many instances of a running app serve
 consort rollout sentiment [--env K=V]    replace an app's instances one at a time
+consort status [--once]                  each process's state, restarts, uptime; each app's
+consort logs NAME [-f] [-n 40]           the log of one process (nlp, nlp-daprd, redis …)
 consort serve MODULE:APP                 serve one app on $APP_PORT (used in dapr.yaml)
 consort workflows list|show|approve      cases and workflows, through the gateway
 """
@@ -15,17 +17,26 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
 from rich.console import Console
 from rich.table import Table
 
-from consort.dev import control as control_api
 from consort.dev import workflows_cli
 from consort.dev.control import ControlServer
 from consort.dev.instances import parse_scale
-from consort.dev.processes import StartupError, Supervisor
+from consort.dev.processes import (
+    StartupError,
+    Supervisor,
+    read_launcher_pid,
+    write_launcher_pid,
+)
 from consort.dev.runtime import REPO, RuntimeMissing
+from consort.dev.scaling import Scaling
+from consort.dev.scaling import request as control_request
 from consort.dev.system import InfraPorts, LocalSystem, RunFile, default_run_dir
 
 console = Console(stderr=True)
@@ -107,17 +118,17 @@ def _run(args: argparse.Namespace) -> int:
         if not started_up:
             raise KeyboardInterrupt  # abandon start-up now; `finally` stops what started
 
+    if read_launcher_pid(run_dir) is not None:
+        console.print(f"[red]Consort is already running from {run_dir} (`make stop` ends it)[/red]")
+        return 1
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     started = time.monotonic()
-    control: ControlServer | None = None
     try:
         console.print(f"starting {', '.join(app_ids)} with Dapr {system.runtime.version} …")
         system.start(app_ids)
         started_up = True
         system.write_endpoints(app_ids)
-        control = ControlServer(system, app_ids)
-        control.start()
         console.print(_table(system, app_ids))
         gateway = system.url("gateway") if "gateway" in app_ids else None
         console.print(
@@ -129,16 +140,7 @@ def _run(args: argparse.Namespace) -> int:
                 f"try:  curl -s {gateway}/v1/text/sentiment -H 'content-type: application/json' "
                 '-d \'{"text": "Consort makes this easy!"}\''
             )
-        while not stopping:
-            for proc in list(system.supervisor):
-                if not proc.alive():
-                    console.print(
-                        f"[red]{proc.name} exited (code {proc.exit_code}); "
-                        f"last lines of {proc.log_path}:[/red]\n{proc.tail(20)}"
-                    )
-                    stopping = True
-                    break
-            time.sleep(0.5)
+        _supervise(system, run_dir, app_ids, lambda: stopping)
         return_code = 0
     except StartupError as exc:
         console.print(f"[red]start-up failed:[/red] {exc}")
@@ -151,11 +153,50 @@ def _run(args: argparse.Namespace) -> int:
         return_code = 130
     finally:
         console.print("stopping …")
-        if control is not None:
-            control.stop()
         system.stop()
+        if read_launcher_pid(run_dir) is None:  # ours (or nobody's): not another launcher's
+            (run_dir / "launcher.pid").unlink(missing_ok=True)
         console.print("stopped: no Consort process is left running.")
     return return_code
+
+
+def _supervise(
+    system: LocalSystem, run_dir: Path, app_ids: list[str], stopping: Callable[[], bool]
+) -> None:
+    """Keep the system running until `stopping()`: restart what exits (the supervisor's
+    watcher), serve the control channel (status, scale, rollout), and print each process's
+    change of state."""
+    write_launcher_pid(run_dir)
+    system.supervisor.supervise()
+    control = ControlServer(run_dir, lambda: {"processes": system.supervisor.status()})
+    scaling = Scaling(system, app_ids)
+    scaling.install(control)
+    control.start()
+    seen: dict[str, str] = {p["name"]: p["state"] for p in system.supervisor.status()}
+    try:
+        while not stopping():
+            for p in system.supervisor.status():
+                if seen.get(p["name"]) != p["state"]:
+                    seen[p["name"]] = p["state"]
+                    _announce(system, p)
+            time.sleep(0.5)
+    finally:
+        # Not `scaling.close()`: the instances its thread started would be told to die
+        # with it (PR_SET_PDEATHSIG) before `system.stop()` stops them in order.
+        control.stop()
+
+
+def _announce(system: LocalSystem, p: dict[str, Any]) -> None:
+    state = p["state"]
+    if state in ("restarting", "crash-looping"):
+        proc = system.supervisor.get(p["name"])
+        console.print(
+            f"[red]{p['name']} {state} (last exit code {p['last_exit_code']}, "
+            f"restarts so far {p['restarts']}); last lines of {proc.log_path}:[/red]\n"
+            f"{proc.tail(10)}"
+        )
+    elif state == "ready":
+        console.print(f"[green]{p['name']} ready[/green] (restarts: {p['restarts']})")
 
 
 def _stop(args: argparse.Namespace) -> int:
@@ -177,9 +218,7 @@ def _scale(args: argparse.Namespace) -> int:
         wanted = [parse_scale(arg) for arg in args.replicas]
         for app_id, n in wanted:
             console.print(f"scaling {app_id} to {n} …")
-            answer = control_api.request(
-                default_run_dir(), "/scale", {"app": app_id, "replicas": n}
-            )
+            answer = control_request(default_run_dir(), "/scale", {"app": app_id, "replicas": n})
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         console.print(f"[red]{exc}[/red]")
         return 1
@@ -191,7 +230,7 @@ def _rollout(args: argparse.Namespace) -> int:
     env = dict(kv.split("=", 1) for kv in args.env)
     console.print(f"rolling out {args.app}: one instance at a time …")
     try:
-        answer = control_api.request(default_run_dir(), "/rollout", {"app": args.app, "env": env})
+        answer = control_request(default_run_dir(), "/rollout", {"app": args.app, "env": env})
     except (FileNotFoundError, RuntimeError) as exc:
         console.print(f"[red]{exc}[/red]")
         return 1
@@ -200,22 +239,29 @@ def _rollout(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from rich.console import Group
     from rich.live import Live
+    from rich.text import Text
 
-    from consort.dev.observe import app_status, read_endpoints, status_table
+    from consort.dev import control
+    from consort.dev.observe import app_status, process_table, read_endpoints, status_table
 
     run_dir = default_run_dir()
 
-    def snapshot() -> Table:
+    def snapshot() -> Group:
+        try:
+            processes = control.call(run_dir, "GET", "/status", timeout_s=5)["processes"]
+            top: Table | Text = process_table(processes, time.time())
+        except (FileNotFoundError, httpx.HTTPError) as exc:
+            top = Text(f"no launcher answers: {exc}", style="red")
         # Re-read each time: `consort scale` and `consort rollout` change the instances.
         endpoints = read_endpoints(run_dir)["apps"]
-        return status_table(
-            [
-                app_status(i["name"], i["app"])
-                for a, e in endpoints.items()
-                for i in e.get("instances") or [{"name": a, "app": e["app"]}]
-            ]
-        )
+        apps = [
+            app_status(i["name"], i["app"])
+            for a, e in endpoints.items()
+            for i in e.get("instances") or [{"name": a, "app": e["app"]}]
+        ]
+        return Group(top, status_table(apps))
 
     out = Console()
     if args.once:
@@ -226,6 +272,33 @@ def _status(args: argparse.Namespace) -> int:
             while True:
                 time.sleep(args.interval)
                 live.update(snapshot())
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    logs = default_run_dir() / "logs"
+    path = logs / f"{args.name}.log"
+    if not path.exists():
+        known = sorted(p.stem for p in logs.glob("*.log"))
+        console.print(f"no log for {args.name!r} in {logs}; there are: {', '.join(known) or '-'}")
+        return 1
+    out = sys.stdout
+    with path.open("r", errors="replace") as log:
+        for line in log.readlines()[-args.lines :]:
+            out.write(line)
+        out.flush()
+        try:
+            while args.follow:
+                chunk = log.read()
+                if chunk:
+                    out.write(chunk)
+                    out.flush()
+                elif path.stat().st_size < log.tell():
+                    log.seek(0)  # truncated or replaced: read it from its start
+                else:
+                    time.sleep(0.2)
         except KeyboardInterrupt:
             pass
     return 0
@@ -273,9 +346,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="set in the new instances' environment (repeatable)",
     )
-    status = sub.add_parser("status", help="a live table of every service")
+    status = sub.add_parser("status", help="a live table of every process and service")
     status.add_argument("--once", action="store_true", help="print once and exit")
     status.add_argument("--interval", type=float, default=2.0, help="refresh every N seconds")
+    logs = sub.add_parser("logs", help="the log of one process (an app, its daprd, redis …)")
+    logs.add_argument("name", help="e.g. nlp, nlp-daprd, redis, placement, scheduler, zipkin")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument("-n", "--lines", type=int, default=40, help="how many last lines first")
     trace_cmd = sub.add_parser("trace", help="show one trace as a waterfall")
     trace_cmd.add_argument("trace_id", help="the x-trace-id of a response, or a problem's trace_id")
     trace_cmd.add_argument("--zipkin", help="Zipkin's URL (default: the running system's)")
@@ -291,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": _run,
         "stop": _stop,
         "status": _status,
+        "logs": _logs,
         "trace": _trace,
         "scale": _scale,
         "rollout": _rollout,

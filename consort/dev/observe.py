@@ -256,3 +256,54 @@ def read_endpoints(run_dir: Path) -> dict[str, Any]:
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{path} not found: is Consort running (`make run`)?") from exc
     return endpoints
+
+
+# -- processes -------------------------------------------------------------------------------
+STATE_STYLES = {
+    "ready": "green",
+    "starting": "yellow",
+    "restarting": "yellow",
+    "crash-looping": "red",
+    "stopped": "dim",
+}
+
+
+def duration(seconds: float | None) -> str:
+    """`42 s`, `3 min 05 s`, `2 h 07 min`; `-` for None."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def process_table(processes: list[dict[str, Any]], now: float) -> Table:
+    """The launcher's processes (its `Supervisor.status()` rows) as a table.
+
+    Args:
+        processes: one row per process: name, group, state, restarts, last_exit_code,
+            last_exit_at (wall-clock seconds), uptime_s, pid.
+        now: the wall-clock time to say how long ago the last exit was.
+    """
+    table = Table(title="Consort processes")
+    for column in ("process", "group", "state", "restarts", "last exit", "uptime", "pid"):
+        table.add_column(column, justify="right" if column in ("restarts", "pid") else "left")
+    for p in processes:
+        exited = (
+            "-"
+            if p.get("last_exit_at") is None
+            else f"code {p['last_exit_code']}, {duration(now - p['last_exit_at'])} ago"
+        )
+        table.add_row(
+            p["name"],
+            p["group"],
+            Text(p["state"], style=STATE_STYLES.get(p["state"], "")),
+            str(p["restarts"]),
+            exited,
+            duration(p.get("uptime_s")),
+            "-" if p.get("pid") is None else str(p["pid"]),
+        )
+    return table

@@ -23,6 +23,7 @@ import pytest
 from consort.dev.control import ControlServer
 from consort.dev.instances import ScaleFile
 from consort.dev.observe import request_counts
+from consort.dev.scaling import Scaling
 from consort.dev.system import InfraPorts, LocalSystem, RunFile
 from tests.conftest import _systems
 from tests.integration.helpers import eventually
@@ -43,7 +44,9 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
         scale_file=ScaleFile(replicas={"nlp": 2}, drain_grace_s=10),
     )
     _systems.append(local)
-    control = ControlServer(local, APPS)
+    control = ControlServer(local.run_dir, lambda: {"processes": local.supervisor.status()})
+    scaling = Scaling(local, APPS)
+    scaling.install(control)
     try:
         local.start(APPS, deadline_s=150)
         local.supervisor.supervise()  # restart what crashes, as `consort run` does
@@ -52,6 +55,7 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
     finally:
         control.stop()
         local.stop()
+        scaling.close()
         _systems.remove(local)
 
 
@@ -83,9 +87,9 @@ class Load:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         end = loop.time() + LOAD_LIMIT_S
-        # One connection per worker, dropped when idle well before the server's keep-alive
-        # timeout (5 s), so that no request races a connection the server is closing.
-        limits = httpx.Limits(max_connections=CONCURRENCY, keepalive_expiry=1)
+        # A fresh connection per request: no request can race a keep-alive connection the
+        # server is closing, so a reset here is the system's failure, not the client's.
+        limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=0)
         async with httpx.AsyncClient(timeout=30, limits=limits) as client:
 
             async def worker() -> None:
@@ -190,14 +194,15 @@ def test_scale_up_and_down_under_load_fails_no_request(replicas: LocalSystem) ->
 
 
 def sentiment_versions(system: LocalSystem) -> str | None:
-    """The version the sentiment service reports through the gateway's catalog (whichever
-    instance answered)."""
+    """The version the sentiment service reports when called through Dapr, as the
+    gateway's catalog calls it (whichever instance name resolution picked)."""
     try:
-        catalog = httpx.get(f"{system.url('gateway')}/v1/catalog", timeout=10).json()
-    except (httpx.HTTPError, ValueError):
+        response = httpx.get(
+            f"{system.sidecar_url('gateway')}/v1.0/invoke/sentiment/method/info", timeout=15
+        )
+        return str(response.json()["version"]) if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, KeyError):
         return None
-    entry = next(s for s in catalog["services"] if s["app_id"] == "sentiment")
-    return entry["info"]["version"] if entry.get("info") else None
 
 
 def test_rollout_under_load_fails_no_request_and_both_versions_serve(
