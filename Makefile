@@ -71,6 +71,7 @@ bench: setup ## benchmarks; results as JSON under bench/results/
 	@$(PY) -m bench.workflows
 	@$(PY) -m bench.recommender
 	@$(PY) -m bench.recovery
+	@$(PY) -m bench.replicas
 
 eval: setup ## sentiment vs the VADER paper's Table 4, vision on scikit-image samples; bench/results/
 	@bash runtime/eval-data.sh

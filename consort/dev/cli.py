@@ -2,6 +2,8 @@
 
 consort run [--apps gateway,sentiment]   start everything (what `make run` does)
 consort stop                             stop what `consort run` started, from any shell
+consort scale nlp=2 [sentiment=3 …]      change how many instances of a running app serve
+consort rollout sentiment [--env K=V]    replace an app's instances one at a time
 consort status [--once]                  each process's state, restarts, uptime; each app's
 consort logs NAME [-f] [-n 40]           the log of one process (nlp, nlp-daprd, redis …)
 consort serve MODULE:APP                 serve one app on $APP_PORT (used in dapr.yaml)
@@ -27,6 +29,7 @@ from rich.table import Table
 
 from consort.dev import workflows_cli
 from consort.dev.control import ControlServer
+from consort.dev.instances import parse_scale
 from consort.dev.processes import (
     StartupError,
     Supervisor,
@@ -34,6 +37,8 @@ from consort.dev.processes import (
     write_launcher_pid,
 )
 from consort.dev.runtime import REPO, RuntimeMissing
+from consort.dev.scaling import Scaling
+from consort.dev.scaling import request as control_request
 from consort.dev.system import InfraPorts, LocalSystem, RunFile, default_run_dir
 
 console = Console(stderr=True)
@@ -161,7 +166,7 @@ def _run(args: argparse.Namespace) -> int:
                 f"try:  curl -s {gateway}/v1/text/sentiment -H 'content-type: application/json' "
                 '-d \'{"text": "Consort makes this easy!"}\''
             )
-        _supervise(system, run_dir, lambda: stopping)
+        _supervise(system, run_dir, app_ids, lambda: stopping)
         return_code = 0
     except StartupError as exc:
         console.print(f"[red]start-up failed:[/red] {exc}")
@@ -181,13 +186,17 @@ def _run(args: argparse.Namespace) -> int:
     return return_code
 
 
-def _supervise(system: LocalSystem, run_dir: Path, stopping: Callable[[], bool]) -> None:
+def _supervise(
+    system: LocalSystem, run_dir: Path, app_ids: list[str], stopping: Callable[[], bool]
+) -> None:
     """Keep the system running until `stopping()`: restart what exits (the supervisor's
-    watcher), serve the control channel, and print each process's change of state."""
+    watcher), serve the control channel (status, scale, rollout), and print each process's
+    change of state."""
     write_launcher_pid(run_dir)
     system.supervisor.supervise()
     control = ControlServer(run_dir, lambda: {"processes": system.supervisor.status()})
-    # Routes for other commands (e.g. scale, rollout) are added here with control.route.
+    scaling = Scaling(system, app_ids)
+    scaling.install(control)
     control.start()
     seen: dict[str, str] = {p["name"]: p["state"] for p in system.supervisor.status()}
     try:
@@ -198,6 +207,8 @@ def _supervise(system: LocalSystem, run_dir: Path, stopping: Callable[[], bool])
                     _announce(system, p)
             time.sleep(0.5)
     finally:
+        # Not `scaling.close()`: the instances its thread started would be told to die
+        # with it (PR_SET_PDEATHSIG) before `system.stop()` stops them in order.
         control.stop()
 
 
@@ -220,6 +231,39 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_instances(answer: dict[str, object], app_ids: list[str]) -> None:
+    instances = answer["instances"]
+    assert isinstance(instances, dict)
+    for app_id in app_ids:
+        names = ", ".join(f"{i['name']} ({i['app']})" for i in instances[app_id])
+        console.print(f"{app_id}: {len(instances[app_id])} serving: {names}")
+
+
+def _scale(args: argparse.Namespace) -> int:
+    try:
+        wanted = [parse_scale(arg) for arg in args.replicas]
+        for app_id, n in wanted:
+            console.print(f"scaling {app_id} to {n} …")
+            answer = control_request(default_run_dir(), "/scale", {"app": app_id, "replicas": n})
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 1
+    _print_instances(answer, [a for a, _ in wanted])
+    return 0
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    env = dict(kv.split("=", 1) for kv in args.env)
+    console.print(f"rolling out {args.app}: one instance at a time …")
+    try:
+        answer = control_request(default_run_dir(), "/rollout", {"app": args.app, "env": env})
+    except (FileNotFoundError, RuntimeError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 1
+    _print_instances(answer, [args.app])
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     from rich.console import Group
     from rich.live import Live
@@ -229,7 +273,6 @@ def _status(args: argparse.Namespace) -> int:
     from consort.dev.observe import app_status, process_table, read_endpoints, status_table
 
     run_dir = default_run_dir()
-    endpoints = read_endpoints(run_dir)["apps"]
 
     def snapshot() -> Group:
         try:
@@ -237,7 +280,14 @@ def _status(args: argparse.Namespace) -> int:
             top: Table | Text = process_table(processes, time.time())
         except (FileNotFoundError, httpx.HTTPError) as exc:
             top = Text(f"no launcher answers: {exc}", style="red")
-        return Group(top, status_table([app_status(a, e["app"]) for a, e in endpoints.items()]))
+        # Re-read each time: `consort scale` and `consort rollout` change the instances.
+        endpoints = read_endpoints(run_dir)["apps"]
+        apps = [
+            app_status(i["name"], i["app"])
+            for a, e in endpoints.items()
+            for i in e.get("instances") or [{"name": a, "app": e["app"]}]
+        ]
+        return Group(top, status_table(apps))
 
     out = Console()
     if args.once:
@@ -311,6 +361,17 @@ def main(argv: list[str] | None = None) -> int:
         help="use free ports instead of the file's (they are written to <run dir>/endpoints.json)",
     )
     sub.add_parser("stop", help="stop what `consort run` started")
+    scale = sub.add_parser("scale", help="change how many instances of a running app serve")
+    scale.add_argument("replicas", nargs="+", metavar="APP=N", help="e.g. nlp=2")
+    rollout = sub.add_parser("rollout", help="replace an app's instances one at a time")
+    rollout.add_argument("app", help="the app id, e.g. sentiment")
+    rollout.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set in the new instances' environment (repeatable)",
+    )
     status = sub.add_parser("status", help="a live table of every process and service")
     status.add_argument("--once", action="store_true", help="print once and exit")
     status.add_argument("--interval", type=float, default=2.0, help="refresh every N seconds")
@@ -329,7 +390,15 @@ def main(argv: list[str] | None = None) -> int:
         return workflows_cli.run(args)
     if args.command == "serve":
         return _serve(args.target)
-    commands = {"run": _run, "stop": _stop, "status": _status, "logs": _logs, "trace": _trace}
+    commands = {
+        "run": _run,
+        "stop": _stop,
+        "status": _status,
+        "logs": _logs,
+        "trace": _trace,
+        "scale": _scale,
+        "rollout": _rollout,
+    }
     return commands[args.command](args)
 
 

@@ -262,6 +262,8 @@ class Supervisor:
         self._pending: dict[str, _Pending] = {}
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
+        #: Called with a group's name just before the group is restarted.
+        self.on_restart: Callable[[str], None] | None = None
 
     def start(self, proc: Proc) -> Proc:
         """Start `proc` and supervise it from now on."""
@@ -315,6 +317,8 @@ class Supervisor:
             for key, pending in self._pending.items():
                 if pending.due is not None and pending.due <= now:
                     pending.due = None
+                    if self.on_restart is not None:
+                        self.on_restart(key)
                     for proc in self.group(key):
                         proc.restarts += 1
                         proc.start()
@@ -345,6 +349,18 @@ class Supervisor:
                 mate.stop(self.mate_grace_s)
                 mate.last_exit_code = mate.exit_code
                 mate.last_exit_at = time.time()
+
+    def forget(self, name: str) -> Proc:
+        """Stop supervising the process `name` without stopping it (no restart): for a
+        caller that stops it in its own order, as a drain does."""
+        with self._lock:
+            proc = self.get(name)
+            proc.state = STOPPED
+            self.procs.remove(proc)
+            if not any(p.group_key == proc.group_key for p in self.procs):
+                self._pending.pop(proc.group_key, None)
+            self._write_pids()
+        return proc
 
     def remove(self, name: str, grace_s: float = 10.0, *, kill: bool = False) -> Proc:
         """Stop the process `name` on purpose (no restart) and forget it.

@@ -10,7 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,9 @@ from typing import Any
 import httpx
 import yaml
 
+from consort.dev.instances import Instance, NameRegistry, ScaleFile
 from consort.dev.processes import (
+    READY,
     Proc,
     StartupError,
     Supervisor,
@@ -155,6 +160,8 @@ class LocalSystem:
         runtime: the binaries (defaults to the project's pinned build).
         extra_env: added to every app's and sidecar's environment.
         tracing: start Zipkin and send every app's and sidecar's spans to it.
+        scale_file: replicas per app and the drain grace (default: `consort.yaml` beside
+            the run file, or one instance each).
     """
 
     def __init__(
@@ -165,6 +172,7 @@ class LocalSystem:
         runtime: Runtime | None = None,
         extra_env: dict[str, str] | None = None,
         tracing: bool = True,
+        scale_file: ScaleFile | None = None,
     ) -> None:
         self.run_file = run_file
         self.tracing = tracing
@@ -174,6 +182,18 @@ class LocalSystem:
         self.extra_env = extra_env or {}
         self.logs = self.run_dir / "logs"
         self.supervisor = Supervisor(pid_file=self.run_dir / "pids.json")
+        self.scale_file = scale_file or ScaleFile.load(run_file.path.parent / "consort.yaml")
+        #: The running instances of each app, instance 0 (the run file's ports) first.
+        self.instances: dict[str, list[Instance]] = {}
+        #: Environment overrides per app from rollouts, applied to every later instance.
+        self.app_env: dict[str, dict[str, str]] = {}
+        #: Processes stopped on purpose (drained, stopped), kept for their log tails.
+        self.retired: list[Proc] = []
+        self.registry = NameRegistry(self.run_dir / "nameresolution.db")
+        self._changing = threading.RLock()  # one scale or rollout at a time
+        self._stopped = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self.supervisor.on_restart = self._restarting
         if tracing and (self.runtime.zipkin_jar is None or self.runtime.java is None):
             raise RuntimeMissing(
                 "tracing needs Zipkin's server and Java: run `make setup` "
@@ -339,6 +359,8 @@ class LocalSystem:
             "DAPR_GRPC_PORT": str(spec.dapr_grpc_port),
             "CONSORT_REDIS_HOST": self.redis_host,
             "CONSORT_RUN_DIR": str(self.run_dir),
+            # How long an app may take to finish what it holds once told to stop (a drain).
+            "CONSORT_SHUTDOWN_GRACE_S": f"{self.scale_file.drain_grace_s:g}",
             # Read by the apps' tracers and, through config.yaml, by daprd.
             "CONSORT_ZIPKIN_URL": f"{self.zipkin_url}/api/v2/spans" if self.zipkin_url else "",
             # daprd would read this when no scheduler address is given; ours always is.
@@ -351,8 +373,9 @@ class LocalSystem:
             command[0] = sys.executable  # the project's virtualenv
         return command
 
-    def daprd_argv(self, spec: AppSpec) -> list[str]:
-        """The daprd command line for `spec`."""
+    def daprd_argv(self, spec: AppSpec, internal_grpc_port: int | None = None) -> list[str]:
+        """The daprd command line for `spec`; its internal gRPC port (its address in name
+        resolution) is a free one unless given."""
         s = self.run_file.sidecar
         argv = [
             str(self.runtime.daprd),
@@ -375,7 +398,11 @@ class LocalSystem:
             "--dapr-internal-grpc-listen-address",
             "127.0.0.1",
             "--dapr-internal-grpc-port",
-            str(free_port()),
+            str(internal_grpc_port or free_port()),
+            # On TERM: stop subscriptions but keep serving the app until it has drained
+            # (it exits) or the grace is over; a second TERM ends it at once.
+            "--dapr-block-shutdown-duration",
+            f"{self.scale_file.drain_grace_s + 5:g}s",
             "--metrics-port",
             str(spec.metrics_port),
             "--metrics-listen-address",
@@ -410,49 +437,103 @@ class LocalSystem:
             ]
         return argv
 
-    def start_app(self, app_id: str) -> tuple[Proc, Proc]:
-        """Start one app and its sidecar (without waiting)."""
-        spec = self.run_file.app(app_id)
+    def _instance0(self, app_id: str) -> Instance:
+        for instance in self.instances.get(app_id, []):
+            if instance.index == 0:
+                return instance
+        return self._new_instance(app_id, 0)
+
+    def _new_instance(self, app_id: str, index: int | None = None) -> Instance:
+        if index is None:
+            taken = {i.index for i in self.instances.get(app_id, [])}
+            index = next(i for i in range(1, len(taken) + 2) if i not in taken)
+        return Instance.of(self.run_file.app(app_id), index, self.app_env.get(app_id))
+
+    def add_instance(self, instance: Instance, deadline_s: float = 120) -> None:
+        """Start an instance beside running siblings and let callers reach it only once it
+        is ready: its sidecar registers in name resolution before it listens and before its
+        app has loaded its model, so its row is held back until then."""
+        registered = threading.Event()
+        holder = threading.Thread(
+            target=self.registry.hold, args=(instance.address, registered), daemon=True
+        )
+        holder.start()
+        try:
+            self.start_instance(instance)
+            self.wait_instance(instance, deadline_s)
+        except BaseException:
+            self._discard(instance)  # a failed start leaves nothing running or resolving
+            raise
+        finally:
+            registered.set()
+            holder.join()
+        self.registry.admit(instance.address)
+
+    def _discard(self, instance: Instance) -> None:
+        procs = [
+            p for p in self.supervisor.procs if p.name in (instance.name, instance.sidecar_name)
+        ]
+        self._forget(*procs)
+        for proc in procs:
+            proc.kill()
+        if instance in self.instances.get(instance.app_id, []):
+            self.instances[instance.app_id].remove(instance)
+        self.registry.remove(instance.address)
+
+    def start_instance(self, instance: Instance) -> tuple[Proc, Proc]:
+        """Start one instance of an app and its sidecar (without waiting)."""
+        spec = instance.spec
+        env = {**self._env(spec), **instance.env, "CONSORT_INSTANCE": instance.name}
+        siblings = self.instances.setdefault(instance.app_id, [])
+        if instance not in siblings:
+            siblings.append(instance)
         app = self.supervisor.start(
             Proc(
-                app_id,
+                instance.name,
                 self._command(spec),
-                self.logs / f"{app_id}.log",
-                self._env(spec),
+                self.logs / f"{instance.name}.log",
+                env,
                 spec.app_dir,
-                group=app_id,
-                ready=http_ok(f"http://127.0.0.1:{spec.app_port}/readyz", expect=(200,)),
+                group=instance.name,
+                ready=http_ok(f"{instance.url}/readyz", expect=(200,)),
             )
         )
-        return app, self.start_sidecar(app_id)
+        return app, self._start_sidecar(instance)
 
-    def start_sidecar(self, app_id: str) -> Proc:
-        """Start the daprd of one app (without waiting)."""
-        spec = self.run_file.app(app_id)
+    def _start_sidecar(self, instance: Instance) -> Proc:
+        self._watch()
         return self.supervisor.start(
             Proc(
-                f"{app_id}-daprd",
-                self.daprd_argv(spec),
-                self.logs / f"{app_id}-daprd.log",
-                self._env(spec),
+                instance.sidecar_name,
+                self.daprd_argv(instance.spec, instance.internal_grpc_port),
+                self.logs / f"{instance.sidecar_name}.log",
+                {**self._env(instance.spec), **instance.env},
                 self.run_dir,
-                group=app_id,
-                ready=http_ok(f"http://127.0.0.1:{spec.dapr_http_port}/v1.0/healthz"),
+                group=instance.name,
+                ready=http_ok(f"{instance.sidecar_url}/v1.0/healthz"),
             )
         )
 
-    def wait_app(self, app_id: str, deadline_s: float = 60) -> None:
-        """Wait until the app's sidecar is healthy and the app itself is ready."""
-        spec = self.run_file.app(app_id)
-        app = self.supervisor.get(app_id)
-        sidecar = self.supervisor.get(f"{app_id}-daprd")
+    def start_app(self, app_id: str) -> tuple[Proc, Proc]:
+        """Start instance 0 of an app (the run file's ports) and its sidecar, without waiting."""
+        return self.start_instance(self._instance0(app_id))
+
+    def start_sidecar(self, app_id: str) -> Proc:
+        """Start the daprd of instance 0 of an app again (without waiting)."""
+        return self._start_sidecar(self._instance0(app_id))
+
+    def wait_instance(self, instance: Instance, deadline_s: float = 60) -> None:
+        """Wait until the instance's sidecar is healthy and the app itself is ready."""
+        name = instance.name
+        app = self.supervisor.get(name)
+        sidecar = self.supervisor.get(instance.sidecar_name)
         wait_until(
-            f"{app_id} sidecar",
-            http_ok(f"http://127.0.0.1:{spec.dapr_http_port}/v1.0/healthz"),
+            f"{name} sidecar",
+            http_ok(f"{instance.sidecar_url}/v1.0/healthz"),
             deadline_s,
             [app, sidecar],
         )
-        url = f"http://127.0.0.1:{spec.app_port}/readyz"
+        url = f"{instance.url}/readyz"
 
         def ready() -> bool:
             try:
@@ -461,40 +542,240 @@ class LocalSystem:
                 return False
             if response.status_code == 503 and "failed to load" in response.text:
                 # Waiting longer will not help: say why now.
-                raise StartupError(f"{app_id}: {response.json().get('detail')}")
+                raise StartupError(f"{name}: {response.json().get('detail')}")
             return response.status_code == 200
 
-        wait_until(f"{app_id} readiness", ready, deadline_s, [app, sidecar])
+        wait_until(f"{name} readiness", ready, deadline_s, [app, sidecar])
+
+    def wait_app(self, app_id: str, deadline_s: float = 60) -> None:
+        """Wait until every instance of the app is healthy and ready."""
+        for instance in list(self.instances.get(app_id, [])):
+            self.wait_instance(instance, deadline_s)
+
+    def _forget(self, *procs: Proc) -> None:
+        """Stop supervising `procs` (a deliberate stop: their exit is no crash)."""
+        for proc in procs:
+            if proc in self.supervisor.procs:
+                self.supervisor.forget(proc.name)
+            self.retired.append(proc)
 
     def stop_app(self, app_id: str, *, kill: bool = False, sidecar_only: bool = False) -> None:
-        """Stop (or SIGKILL) one app and its sidecar on purpose: the supervisor does not
-        restart them (to see a crash restarted, signal the process itself)."""
-        names = [f"{app_id}-daprd"] if sidecar_only else [app_id, f"{app_id}-daprd"]
-        for name in names:
-            self.supervisor.remove(name, kill=kill)
+        """Stop (or SIGKILL) instance 0 of an app and its sidecar, as an operator or a crash
+        would; its name-resolution row goes with it."""
+        instance = self._instance0(app_id)
+        sidecar = self.supervisor.get(instance.sidecar_name)
+        app = None if sidecar_only else self.supervisor.get(instance.name)
+        self._forget(*(p for p in (app, sidecar) if p is not None))
+        if kill:
+            sidecar.kill()
+            if app is not None:
+                app.kill()
+        else:
+            if app is not None:
+                app.stop()
+            end_sidecar(sidecar)
+        self.registry.remove(instance.address)
+
+    def kill_instance(self, name: str) -> None:
+        """SIGKILL an instance's app and sidecar as a crash would, leaving them supervised
+        (the watcher withdraws its name-resolution row; a restart policy may bring it back)."""
+        self.supervisor.get(f"{name}-daprd").kill()
+        self.supervisor.get(name).kill()
+
+    def restart_instance(self, name: str, deadline_s: float = 60) -> None:
+        """Start a crashed instance again on its own ports, as a restart policy would, and
+        wait until it is ready."""
+        instance = next(i for s in self.instances.values() for i in s if i.name == name)
+        dead = [p for p in self.supervisor.procs if p.name in (name, instance.sidecar_name)]
+        for proc in dead:
+            proc.kill()  # both, whichever died first
+        self._forget(*dead)
+        self.add_instance(instance, deadline_s)
+
+    def drain(self, instance: Instance, grace_s: float | None = None) -> None:
+        """Take an instance out of service and stop it once it has finished what it holds.
+
+        In order: its name-resolution row is withdrawn (no new invocations reach it); its
+        sidecar gets TERM and, blocking its shutdown, stops its subscriptions while still
+        serving its app; the app gets TERM (readiness 503, in-flight work finished, exit,
+        within `grace_s`); then the sidecar is told to exit, and its row is deleted.
+        """
+        grace = self.scale_file.drain_grace_s if grace_s is None else grace_s
+        app = self.supervisor.get(instance.name)
+        sidecar = self.supervisor.get(instance.sidecar_name)
+        self._forget(app, sidecar)
+        self.instances[instance.app_id].remove(instance)
+        self.registry.withdraw(instance.address)
+        offset = _log_size(sidecar)
+        sidecar.signal(signal.SIGTERM)
+        _wait_for_line(sidecar, offset, "Blocking graceful shutdown", deadline_s=5)
+        app.stop(grace + 5)
+        end_sidecar(sidecar, already_signalled=True)
+        self.registry.remove(instance.address)
+
+    def scale(self, app_id: str, replicas: int, deadline_s: float = 120) -> list[str]:
+        """Run `replicas` instances of `app_id`: start new ones and wait until they are
+        ready, or drain the newest ones. Returns the instances' names.
+
+        Args:
+            app_id: a running app.
+            replicas: how many instances it should have (at least 1).
+            deadline_s: how long new instances may take to become ready.
+        """
+        if replicas < 1:
+            raise ValueError(f"{app_id} needs at least one replica, not {replicas}")
+        with self._changing:
+            current = self.instances.get(app_id)
+            if not current:
+                raise KeyError(f"{app_id} is not running")
+            while len(current) < replicas:
+                self.add_instance(self._new_instance(app_id), deadline_s)
+            for instance in sorted(current, key=lambda i: i.index)[replicas:][::-1]:
+                self.drain(instance)
+            return [i.name for i in self.instances[app_id]]
+
+    def rollout(
+        self, app_id: str, env: dict[str, str] | None = None, deadline_s: float = 120
+    ) -> list[str]:
+        """Replace the instances of `app_id` one at a time with its current code and config.
+
+        For each instance: start a new one, wait until it is ready, drain the old one.
+        Instance 0 keeps the run file's ports, so it is replaced twice over: a stand-in
+        first, then a new instance 0, then the stand-in drains. Both versions serve
+        while it runs. Returns the new instances' names.
+
+        Args:
+            app_id: a running app.
+            env: overrides for the new instances' environment (kept for later ones too),
+                e.g. `{"CONSORT_SERVICE_VERSION": "1.1.0"}`.
+            deadline_s: how long each new instance may take to become ready.
+        """
+        with self._changing:
+            old = list(self.instances.get(app_id, []))
+            if not old:
+                raise KeyError(f"{app_id} is not running")
+            self._reload_app(app_id)
+            if env:
+                self.app_env[app_id] = {**self.app_env.get(app_id, {}), **env}
+            for instance in old:
+                replacement = self._new_instance(app_id)
+                self.add_instance(replacement, deadline_s)
+                self.drain(instance)
+                if instance.index == 0:
+                    self.add_instance(self._new_instance(app_id, 0), deadline_s)
+                    self.drain(replacement)
+            return [i.name for i in self.instances[app_id]]
+
+    def _reload_app(self, app_id: str) -> None:
+        """Take the app's command and environment from the run file as it is on disk now."""
+        if not self.run_file.path.exists():
+            return
+        fresh = RunFile.load(self.run_file.path).app(app_id)
+        apps = [
+            dataclasses.replace(a, command=fresh.command, env=fresh.env)
+            if a.app_id == app_id
+            else a
+            for a in self.run_file.apps
+        ]
+        self.run_file = dataclasses.replace(self.run_file, apps=apps)
+
+    def _restarting(self, group: str) -> None:
+        """The supervisor restarts `group` after a crash: hold the instance out of name
+        resolution until it is ready again, as for a new one."""
+        instance = next((i for s in self.instances.values() for i in s if i.name == group), None)
+        if instance is not None:
+            threading.Thread(target=self._readmit, args=(instance,), daemon=True).start()
+
+    def _readmit(self, instance: Instance, deadline_s: float = 180) -> None:
+        ready = threading.Event()
+        holder = threading.Thread(
+            target=self.registry.hold, args=(instance.address, ready), daemon=True
+        )
+        holder.start()
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end and not self._stopped.is_set():
+            procs = self.supervisor.group(instance.name)
+            if not procs or all(p.state == READY for p in procs):
+                break
+            time.sleep(0.05)
+        ready.set()
+        holder.join()
+        self.registry.admit(instance.address)
+
+    def _watch(self) -> None:
+        """Start the watcher that withdraws a crashed instance's name-resolution row."""
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch_loop, daemon=True)
+            self._watcher.start()
+
+    def _watch_loop(self) -> None:
+        # A dead sidecar's row would resolve for up to the resolver's updateInterval (2 s);
+        # callers' retries must land on a live sibling well before that.
+        withdrawn: set[str] = set()
+        while not self._stopped.wait(0.05):
+            for siblings in list(self.instances.values()):
+                for instance in list(siblings):
+                    self._check(instance, withdrawn)
+
+    def _check(self, instance: Instance, withdrawn: set[str]) -> None:
+        procs = {p.name: p for p in self.supervisor.procs}
+        app, sidecar = procs.get(instance.name), procs.get(instance.sidecar_name)
+        if app is None or sidecar is None:
+            return  # being started, stopped or drained: not a crash
+        if app.alive() and sidecar.alive():
+            withdrawn.discard(instance.address)
+        elif instance.address not in withdrawn:
+            withdrawn.add(instance.address)
+            if sidecar.alive():
+                self.registry.withdraw(instance.address)
+            else:
+                self.registry.remove(instance.address)
 
     def start(self, app_ids: list[str] | None = None, deadline_s: float = 90) -> None:
-        """Start the infrastructure and the apps (all by default), and wait for all."""
+        """Start the infrastructure and the apps (all by default, each with the replicas
+        `consort.yaml` asks for), and wait for all."""
         ids = app_ids or [a.app_id for a in self.run_file.apps]
         self.start_infra()
         for app_id in ids:
             self.start_app(app_id)
+            for _ in range(self.scale_file.of(app_id) - 1):
+                self.start_instance(self._new_instance(app_id))
         for app_id in ids:
             self.wait_app(app_id, deadline_s)
 
     def stop(self) -> None:
+        """Stop every process. Sidecars are told twice: a whole-system stop needs no drain."""
+        self._stopped.set()
+        sidecars = [p for p in self.supervisor if p.name.endswith("-daprd")]
+        offsets = [_log_size(p) for p in sidecars]
+        for proc in sidecars:
+            proc.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 2
+        for proc, offset in zip(sidecars, offsets, strict=True):
+            _wait_for_line(proc, offset, "Blocking graceful shutdown", deadline - time.monotonic())
         self.supervisor.stop_all()
 
     def log_tails(self, lines: int = 30) -> str:
         return "\n".join(
-            f"----- {p.name} ({p.log_path}) -----\n{p.tail(lines)}" for p in self.supervisor
+            f"----- {p.name} ({p.log_path}) -----\n{p.tail(lines)}"
+            for p in [*self.retired, *self.supervisor]
         )
 
     def write_endpoints(self, app_ids: list[str]) -> Path:
         """Record where each app and sidecar listens, for tools and tests."""
         path = self.run_dir / "endpoints.json"
         endpoints = {
-            "apps": {a: {"app": self.url(a), "sidecar": self.sidecar_url(a)} for a in app_ids},
+            "apps": {
+                a: {
+                    "app": self.url(a),
+                    "sidecar": self.sidecar_url(a),
+                    "instances": [
+                        {"name": i.name, "app": i.url, "sidecar": i.sidecar_url}
+                        for i in self.instances.get(a, [])
+                    ],
+                }
+                for a in app_ids
+            },
             "zipkin": self.zipkin_url,
         }
         path.write_text(json.dumps(endpoints, indent=2))
@@ -505,6 +786,34 @@ class LocalSystem:
 
     def sidecar_url(self, app_id: str) -> str:
         return f"http://127.0.0.1:{self.run_file.app(app_id).dapr_http_port}"
+
+
+def _log_size(proc: Proc) -> int:
+    try:
+        return proc.log_path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _wait_for_line(proc: Proc, offset: int, text: str, deadline_s: float) -> bool:
+    """Wait until `proc` logs `text` after `offset` in its log, or exits, or the deadline."""
+    end = time.monotonic() + max(deadline_s, 0)
+    while time.monotonic() < end and proc.alive():
+        with proc.log_path.open("rb") as log:
+            log.seek(offset)
+            if text.encode() in log.read():
+                return True
+        time.sleep(0.02)
+    return False
+
+
+def end_sidecar(proc: Proc, *, already_signalled: bool = False) -> None:
+    """Stop a daprd now: the first TERM starts its (blocked) shutdown, the second ends it."""
+    if not already_signalled:
+        offset = _log_size(proc)
+        proc.signal(signal.SIGTERM)
+        _wait_for_line(proc, offset, "Blocking graceful shutdown", deadline_s=5)
+    proc.stop(5)
 
 
 def default_run_dir() -> Path:

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from skimage import data as samples
 
+from consort.dev.runtime import REPO
 from consort.dev.system import InfraPorts, LocalSystem, RunFile
 from consort.kit.dapr import Sidecar, TargetUnavailable
 from consort.kit.settings import SidecarSettings
@@ -26,6 +28,16 @@ from tests.integration.helpers import eventually
 from tests.integration.test_vision import jpeg, png_bomb
 
 REPEAT = 50
+
+
+def _breaker_trip() -> int:
+    """The consecutive failures that open `aiBreaker` (components/resiliency.yaml)."""
+    doc = yaml.safe_load((REPO / "components" / "resiliency.yaml").read_text())
+    trip = doc["spec"]["policies"]["circuitBreakers"]["aiBreaker"]["trip"]
+    return int(trip.split(">=")[1])
+
+
+BREAKER_TRIP = _breaker_trip()
 GOOD_JPEG = jpeg(samples.astronaut())
 BAD_IMAGES = [
     (b"not an image at all", "image/jpeg"),
@@ -114,7 +126,7 @@ def test_without_the_kit_header_bad_input_opens_the_breaker(system: LocalSystem)
     """The control: daprd alone counts a 422 as a failure (through vision's sidecar, whose
     breakers no other test uses)."""
     url = f"{system.sidecar_url('vision')}/v1.0/invoke/sentiment/method/v1/sentiment"
-    for _ in range(5):
+    for _ in range(BREAKER_TRIP):
         assert httpx.post(url, json={"text": " "}, timeout=10).status_code == 422
     cut_off = httpx.post(url, json={"text": "fine"}, timeout=10)
     assert cut_off.status_code == 500
@@ -123,7 +135,7 @@ def test_without_the_kit_header_bad_input_opens_the_breaker(system: LocalSystem)
 
 def test_an_unreachable_service_still_opens_the_breaker(system: LocalSystem) -> None:
     """A fault of the service itself counts: once sentiment is gone, the gateway's sidecar
-    cuts it off after five failures and answers at once."""
+    cuts it off after at most `BREAKER_TRIP` failed calls and then answers at once."""
 
     async def call() -> str:
         sidecar = _sidecar_of(system, "gateway")
@@ -137,8 +149,13 @@ def test_an_unreachable_service_still_opens_the_breaker(system: LocalSystem) -> 
 
     system.stop_app("sentiment")
     try:
-        for _ in range(5):
-            assert asyncio.run(call()) != "answered"
+        failures = []
+        for _ in range(BREAKER_TRIP):
+            failures.append(asyncio.run(call()))
+            assert failures[-1] != "answered"
+            if "circuit breaker is open" in failures[-1]:
+                break
+        assert "circuit breaker is open" in failures[-1], failures
         started = time.monotonic()
         assert "circuit breaker is open" in asyncio.run(call())
         assert time.monotonic() - started < 1.0
