@@ -1,8 +1,10 @@
 """Durable workflows of the orchestrator, one workflow a module, with their activities.
 
-Each workflow module has a `register(runtime, services, policy)` that registers its
-workflow and activities under explicit names; `services` is how activities reach the
-other services (through the orchestrator's sidecar). The pure decisions the workflows
-make live apart: `complaints` (is a review a complaint?) and `outlooks` (does a forecast
-cross its bounds?).
+In each workflow module the workflow and its activities are module-level functions under
+explicit names (the strings running instances are recorded under). What they depend on
+is set by the module's `configure(services, policy, ...)`, which `register(runtime, ...)`
+calls before registering them; `services` is how activities reach the other services
+(through the orchestrator's sidecar), so a test configures a fake and calls them directly.
+The pure decisions the workflows make live apart: `complaints` (is a review a
+complaint?) and `outlooks` (does a forecast cross its bounds?).
 """

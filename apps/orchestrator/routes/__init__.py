@@ -1,0 +1,1 @@
+"""The orchestrator's HTTP routes, one `APIRouter` a module: workflows, cases, schedule."""
