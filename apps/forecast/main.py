@@ -1,4 +1,4 @@
-"""The forecast service: transport only. Models live in `models`.
+"""The forecast service: transport only. The statistical methods live in `methods`.
 
 Series of one request are fitted in parallel in worker processes (statsmodels holds the
 GIL while fitting), at most FORECAST_MAX_PARALLEL_SERIES at a time, within the request's
@@ -22,7 +22,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from apps.forecast.models import LIBRARY, ForecastError, forecast
+from apps.forecast.methods import LIBRARY, ForecastError, forecast
 from apps.forecast.settings import ForecastSettings
 from consort.contracts.forecast import ForecastRequest, ForecastResponse, SeriesForecast, SeriesIn
 from consort.kit.errors import ProblemError, invalid_field, unavailable
