@@ -39,7 +39,7 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
 from apps.anomaly.detector import estimate_period  # noqa: E402
-from apps.forecast.models import Fit, combine  # noqa: E402
+from apps.forecast.methods import Fit, combine  # noqa: E402
 from bench.local import local_system  # noqa: E402
 from bench.machine import describe  # noqa: E402
 from consort.contracts.anomaly import MAX_POINTS, DetectResult  # noqa: E402
@@ -553,7 +553,7 @@ def main() -> None:
                 "combination": (
                     "mean of the points and interval bounds of the service's ETS, Theta and "
                     "ARIMA answers for the same series, computed client-side with the "
-                    "service's own rule (apps/forecast/models.py `combine`): what the "
+                    "service's own rule (apps/forecast/methods.py `combine`): what the "
                     "service's `combination` returns, without fitting each member twice"
                 ),
                 "coverage": "share of test points inside the 80% and 95% intervals",

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from apps.forecast.models import forecast
+from apps.forecast.methods import forecast
 from bench.load import Figures, closed_loop
 from bench.local import local_system
 from bench.machine import describe

@@ -50,10 +50,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
-from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 from statsmodels.tsa.seasonal import STL
 from statsmodels.tsa.stattools import acf
 
+from apps.anomaly.smoothing import fit_smoother
 from consort.contracts.anomaly import (
     MAX_PERIOD,
     MAX_WINDOW,
@@ -70,6 +70,18 @@ STATSMODELS_VERSION = version("statsmodels")
 STL_ROBUST_PASSES = 3
 #: Errors beyond this many robust deviations move the level as if they were this far out.
 HUBER_K = 2.0
+
+
+def _stl(y: NDArray[np.float64], period: int) -> Any:
+    """Robust STL of `y`, its loess smoothers evaluated every tenth of their window and
+    interpolated between (R's `stl` default, Cleveland et al. 1990, section 3.2)."""
+    model = STL(y, period=period, robust=True)
+    jumps = {
+        "seasonal_jump": math.ceil(model.config["seasonal"] / 10),
+        "trend_jump": math.ceil(model.config["trend"] / 10),
+        "low_pass_jump": math.ceil(model.config["low_pass"] / 10),
+    }
+    return STL(y, period=period, robust=True, **jumps).fit(outer_iter=STL_ROBUST_PASSES)
 
 
 class DetectorConfig(BaseModel):
@@ -275,7 +287,7 @@ class AnomalyDetector:
             warnings.simplefilter("ignore")
             seasons: list[tuple[str, NDArray[np.float64], list[float]]] = [("", y, [])]
             if config.seasonal and len(y) >= 2 * config.period + 1:
-                result = STL(y, period=config.period, robust=True).fit(outer_iter=STL_ROBUST_PASSES)
+                result = _stl(y, config.period)
                 seasonal = np.asarray(result.seasonal, dtype=float)
                 profile = [0.0] * config.period
                 for position in range(len(y) - config.period, len(y)):
@@ -287,10 +299,8 @@ class AnomalyDetector:
             burn_in = min(10, len(y) // 10)
             for prefix, adjusted, profile in seasons:
                 for damped in (False, True):
-                    smoother = ETSModel(
-                        adjusted, error="add", trend="add" if damped else None, damped_trend=damped
-                    ).fit(disp=False)
-                    errors = np.asarray(smoother.resid, dtype=float)[burn_in:]
+                    smoother = fit_smoother(adjusted, damped=damped)
+                    errors = smoother.resid[burn_in:]
                     spread = float(np.mean(np.abs(errors - np.median(errors))))
                     if math.isfinite(spread) and (best is None or spread < best[0]):
                         form = prefix + ("damped-holt" if damped else "ses")
@@ -301,13 +311,9 @@ class AnomalyDetector:
         # not the median: a season whose phase drifts (quasi-periodic signals) errs on few
         # points but badly, and those are exactly the points it would raise as anomalies.
         _, s.form, s.seasonal, smoother = best
-        params = dict(zip(smoother.param_names, np.asarray(smoother.params), strict=True))
-        s.level = float(np.asarray(smoother.level)[-1])
-        s.alpha = float(params["smoothing_level"])
-        if "smoothing_trend" in params:
-            s.slope = float(np.asarray(smoother.slope)[-1])
-            s.beta = float(params["smoothing_trend"])
-            s.phi = float(params["damping_trend"])
+        s.level, s.alpha = smoother.level, smoother.alpha
+        if smoother.damped:
+            s.slope, s.beta, s.phi = smoother.slope, smoother.beta, smoother.phi
         else:
             s.slope = s.beta = s.phi = 0.0
         # The scale comes from errors made online, on points the model had not seen; the
@@ -315,7 +321,7 @@ class AnomalyDetector:
         # are enough of those.
         online = s.residuals if s.fitted else []
         if len(online) < config.residual_window // 2:
-            errors = np.asarray(smoother.resid, dtype=float)[min(10, len(y) // 10) :]
+            errors = smoother.resid[min(10, len(y) // 10) :]
             seed = [float(r) for r in errors[-config.residual_window :]]
             s.residuals = (seed + online)[-config.residual_window :]
         s.fitted = True

@@ -13,10 +13,18 @@ class ForecastSettings(ServiceSettings):
     max_parallel_series: int = Field(
         default=2,
         ge=1,
-        description="Series of one request fitted at once (processes; about one per core).",
+        description="Series of one request fitted at once (about one per core).",
+    )
+    worker_processes: int = Field(
+        default=3,
+        ge=1,
+        description=(
+            "Processes that fit series. One more than a request may use at once, so a "
+            "request whose fits run long leaves a worker to the others."
+        ),
     )
     time_budget_s: float = Field(
         default=10.0,
         gt=0,
-        description="Longest a request may take; past it the service answers 503 and names it.",
+        description="Longest a request may take; past it that request alone fails (503).",
     )

@@ -1,4 +1,4 @@
-"""Forecasting models on statsmodels: automatic ETS, Theta, automatic ARIMA and their mean.
+"""Forecasting methods on statsmodels: automatic ETS, Theta, automatic ARIMA and their mean.
 
 Plain domain code: no web framework, no Dapr. `forecast` fits one series and returns its
 point forecasts and prediction intervals; it is what the service runs per series (in a

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from apps.forecast.models import LIBRARY, ForecastError, fit, forecast
+from apps.forecast.methods import LIBRARY, ForecastError, fit, forecast
 from consort.contracts.forecast import ForecastModel, SeriesForecast
 
 PERIOD = 12
