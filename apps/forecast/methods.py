@@ -296,6 +296,78 @@ def _arima_name(order: tuple[int, int, int], seasonal: tuple[int, int, int, int]
     return name
 
 
+def _stepwise(
+    fits: dict[tuple[int, int, bool], tuple[float, Any]],
+    trial: Callable[[int, int, bool], float],
+    constant: bool,
+) -> tuple[int, int, bool]:
+    """Hyndman and Khandakar's stepwise search over (p, q): the key of the best fit."""
+    # They start from (2,2) as well; (1,1) costs far less to fit and the steps below
+    # reach (2,2) when it is better.
+    for p, q in ((1, 1), (0, 0), (1, 0), (0, 1)):
+        trial(p, q, constant)
+    while True:
+        best = min(fits, key=lambda k: fits[k][0])
+        p, q, _ = best
+        moves = [
+            (p + dp, q + dq)
+            for dp in (-1, 0, 1)
+            for dq in (-1, 0, 1)
+            if (dp, dq) != (0, 0)
+            and 0 <= p + dp <= MAX_ARMA_ORDER
+            and 0 <= q + dq <= MAX_ARMA_ORDER
+            and (p + dp, q + dq, constant) not in fits
+        ]
+        if not moves:
+            break
+        for move in moves:
+            trial(*move, constant)
+        if min(fits, key=lambda k: fits[k][0]) == best:
+            break
+    best = min(fits, key=lambda k: fits[k][0])
+    if constant:
+        trial(best[0], best[1], False)
+        best = min(fits, key=lambda k: fits[k][0])
+    return best
+
+
+def _arima_forecast(
+    y: Array,
+    order: tuple[int, int, int],
+    seasonal_order: tuple[int, int, int, int],
+    with_constant: bool,
+    result: Any,
+    aicc: float,
+    horizon: int,
+    levels: Sequence[int],
+) -> Fit:
+    """The forecast of the chosen order, with the parameters the search fitted."""
+    # The search ran on the differenced series; the same parameters on the full model give
+    # forecasts and intervals in the series' own units.
+    full = SARIMAX(
+        y,
+        order=order,
+        seasonal_order=seasonal_order,
+        trend="c" if with_constant else "n",
+        concentrate_scale=True,
+    )
+    filtered = full.filter(result.params)
+    prediction = filtered.get_forecast(horizon)
+    point = np.asarray(prediction.predicted_mean, dtype=float)
+    bounds = {}
+    for level in levels:
+        frame = np.asarray(prediction.conf_int(alpha=1 - level / 100))
+        bounds[level] = (frame[:, 0].astype(float), frame[:, 1].astype(float))
+    parameters: dict[str, Any] = {
+        "order": list(order),
+        "seasonal_order": list(seasonal_order),
+        "constant": with_constant,
+    }
+    for name, value in zip(result.param_names, result.params, strict=True):
+        parameters[name] = round(float(value), 6)
+    return Fit(_arima_name(order, seasonal_order), point, bounds, parameters, aicc)
+
+
 @_quietly
 def fit_arima(y: Array, period: int, horizon: int, levels: Sequence[int]) -> Fit:
     """ARIMA with d, D by tests and p, q (at most 2) by a stepwise AICc search."""
@@ -335,61 +407,14 @@ def fit_arima(y: Array, period: int, horizon: int, levels: Sequence[int]) -> Fit
         return aicc
 
     constant = d + seasonal_d <= 1
-    # Hyndman and Khandakar start from (2,2) as well; (1,1) costs far less to fit and the
-    # steps below reach (2,2) when it is better.
-    for p, q in ((1, 1), (0, 0), (1, 0), (0, 1)):
-        trial(p, q, constant)
-    while True:
-        best = min(fits, key=lambda k: fits[k][0])
-        p, q, _ = best
-        moves = [
-            (p + dp, q + dq)
-            for dp in (-1, 0, 1)
-            for dq in (-1, 0, 1)
-            if (dp, dq) != (0, 0)
-            and 0 <= p + dp <= MAX_ARMA_ORDER
-            and 0 <= q + dq <= MAX_ARMA_ORDER
-            and (p + dp, q + dq, constant) not in fits
-        ]
-        if not moves:
-            break
-        for move in moves:
-            trial(*move, constant)
-        if min(fits, key=lambda k: fits[k][0]) == best:
-            break
-    best = min(fits, key=lambda k: fits[k][0])
-    if constant:
-        trial(best[0], best[1], False)
-        best = min(fits, key=lambda k: fits[k][0])
+    best = _stepwise(fits, trial, constant)
     aicc, result = fits[best]
     if result is None:
         return naive(y, horizon, levels, "no ARIMA order could be fitted")
     p, q, with_constant = best
-    order = (p, d, q)
-    # The search ran on the differenced series; the same parameters on the full model give
-    # forecasts and intervals in the series' own units.
-    full = SARIMAX(
-        y,
-        order=order,
-        seasonal_order=seasonal_order,
-        trend="c" if with_constant else "n",
-        concentrate_scale=True,
+    return _arima_forecast(
+        y, (p, d, q), seasonal_order, with_constant, result, aicc, horizon, levels
     )
-    filtered = full.filter(result.params)
-    prediction = filtered.get_forecast(horizon)
-    point = np.asarray(prediction.predicted_mean, dtype=float)
-    bounds = {}
-    for level in levels:
-        frame = np.asarray(prediction.conf_int(alpha=1 - level / 100))
-        bounds[level] = (frame[:, 0].astype(float), frame[:, 1].astype(float))
-    parameters: dict[str, Any] = {
-        "order": list(order),
-        "seasonal_order": list(seasonal_order),
-        "constant": with_constant,
-    }
-    for name, value in zip(result.param_names, result.params, strict=True):
-        parameters[name] = round(float(value), 6)
-    return Fit(_arima_name(order, seasonal_order), point, bounds, parameters, aicc)
 
 
 # --- Combination and entry point ------------------------------------------------------

@@ -211,7 +211,7 @@ class LocalSystem:
         return f"http://127.0.0.1:{self.ports.zipkin}" if self.tracing else None
 
     def start_infra(self, deadline_s: float = 30) -> None:
-        """Start Redis, placement and scheduler and wait until each is healthy."""
+        """Start Redis, placement and scheduler (and Zipkin) and wait until each is healthy."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         checked = [
             ("redis", self.ports.redis),
@@ -226,126 +226,119 @@ class LocalSystem:
                     f"port {port} for {name} is taken: is Consort already running? "
                     "(`make stop` ends it)"
                 )
-        redis_dir = self.run_dir / "redis"
-        redis_dir.mkdir(exist_ok=True)
+        (self.run_dir / "redis").mkdir(exist_ok=True)
+        # Zipkin first: the JVM takes longest to come up.
+        procs = [self._zipkin()] if self.tracing else []
+        procs += [self._redis(), self._placement(), self._scheduler()]
+        for proc in procs:
+            self.supervisor.start(proc)
+        for proc in procs:
+            assert proc.ready is not None
+            wait_until(proc.name, proc.ready, 90 if proc.name == "zipkin" else deadline_s, [proc])
+
+    def _zipkin(self) -> Proc:
+        assert self.runtime.java and self.runtime.zipkin_jar
         p = self.ports
-        zipkin = None
-        if self.tracing:
-            assert self.runtime.java and self.runtime.zipkin_jar
-            # Started first: the JVM takes longest to come up.
-            zipkin = self.supervisor.start(
-                Proc(
-                    "zipkin",
-                    [
-                        str(self.runtime.java),
-                        "-Xms64m",
-                        "-Xmx512m",
-                        "-XX:TieredStopAtLevel=1",
-                        "-XX:+UseSerialGC",
-                        "-jar",
-                        str(self.runtime.zipkin_jar),
-                    ],
-                    self.logs / "zipkin.log",
-                    env={
-                        "STORAGE_TYPE": "mem",
-                        "MEM_MAX_SPANS": "200000",
-                        "QUERY_PORT": str(p.zipkin),
-                        "ARMERIA_PORTS_0_IP": "127.0.0.1",
-                        "ARMERIA_PORTS_0_PORT": str(p.zipkin),
-                        "COLLECTOR_SAMPLE_RATE": "1.0",
-                        "JAVA_TOOL_OPTIONS": "-Djava.net.preferIPv4Stack=true",
-                    },
-                    ready=http_ok(f"http://127.0.0.1:{p.zipkin}/health"),
-                )
-            )
-        redis = self.supervisor.start(
-            Proc(
-                "redis",
-                [
-                    str(self.runtime.redis_server),
-                    "--port",
-                    str(p.redis),
-                    "--bind",
-                    "127.0.0.1",
-                    "--dir",
-                    str(redis_dir),
-                    "--save",
-                    "60 1",
-                    # A SIGKILL loses at most the last second of writes (docs/operate.md).
-                    "--appendonly",
-                    "yes",
-                    "--appendfsync",
-                    "everysec",
-                    "--protected-mode",
-                    "yes",
-                ],
-                self.logs / "redis.log",
-                ready=lambda: port_open(p.redis),
-            )
+        return Proc(
+            "zipkin",
+            [
+                str(self.runtime.java),
+                "-Xms64m",
+                "-Xmx512m",
+                "-XX:TieredStopAtLevel=1",
+                "-XX:+UseSerialGC",
+                "-jar",
+                str(self.runtime.zipkin_jar),
+            ],
+            self.logs / "zipkin.log",
+            env={
+                "STORAGE_TYPE": "mem",
+                "MEM_MAX_SPANS": "200000",
+                "QUERY_PORT": str(p.zipkin),
+                "ARMERIA_PORTS_0_IP": "127.0.0.1",
+                "ARMERIA_PORTS_0_PORT": str(p.zipkin),
+                "COLLECTOR_SAMPLE_RATE": "1.0",
+                "JAVA_TOOL_OPTIONS": "-Djava.net.preferIPv4Stack=true",
+            },
+            ready=http_ok(f"http://127.0.0.1:{p.zipkin}/health"),
         )
-        placement = self.supervisor.start(
-            Proc(
-                "placement",
-                [
-                    str(self.runtime.placement),
-                    "--port",
-                    str(p.placement),
-                    "--listen-address",
-                    "127.0.0.1",
-                    "--healthz-port",
-                    str(p.placement_health),
-                    "--healthz-listen-address",
-                    "127.0.0.1",
-                    "--initial-cluster",
-                    f"dapr-placement-0=127.0.0.1:{p.placement_raft}",
-                    "--enable-metrics=false",
-                    "--log-as-json",
-                ],
-                self.logs / "placement.log",
-                ready=http_ok(f"http://127.0.0.1:{p.placement_health}/healthz"),
-            )
+
+    def _redis(self) -> Proc:
+        p = self.ports
+        redis_dir = self.run_dir / "redis"
+        return Proc(
+            "redis",
+            [
+                str(self.runtime.redis_server),
+                "--port",
+                str(p.redis),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(redis_dir),
+                "--save",
+                "60 1",
+                # A SIGKILL loses at most the last second of writes (docs/operate.md).
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--protected-mode",
+                "yes",
+            ],
+            self.logs / "redis.log",
+            ready=lambda: port_open(p.redis),
         )
-        scheduler = self.supervisor.start(
-            Proc(
-                "scheduler",
-                [
-                    str(self.runtime.scheduler),
-                    "--port",
-                    str(p.scheduler),
-                    "--listen-address",
-                    "127.0.0.1",
-                    "--healthz-port",
-                    str(p.scheduler_health),
-                    "--healthz-listen-address",
-                    "127.0.0.1",
-                    "--etcd-data-dir",
-                    str(self.run_dir / "scheduler"),
-                    "--etcd-client-port",
-                    str(p.scheduler_etcd_client),
-                    "--etcd-initial-cluster",
-                    f"dapr-scheduler-server-0=http://localhost:{p.scheduler_etcd_peer}",
-                    "--enable-metrics=false",
-                    "--log-as-json",
-                ],
-                self.logs / "scheduler.log",
-                ready=http_ok(f"http://127.0.0.1:{p.scheduler_health}/healthz"),
-            )
-        )
-        wait_until("redis", lambda: port_open(p.redis), deadline_s, [redis])
-        wait_until(
+
+    def _placement(self) -> Proc:
+        p = self.ports
+        return Proc(
             "placement",
-            http_ok(f"http://127.0.0.1:{p.placement_health}/healthz"),
-            deadline_s,
-            [placement],
+            [
+                str(self.runtime.placement),
+                "--port",
+                str(p.placement),
+                "--listen-address",
+                "127.0.0.1",
+                "--healthz-port",
+                str(p.placement_health),
+                "--healthz-listen-address",
+                "127.0.0.1",
+                "--initial-cluster",
+                f"dapr-placement-0=127.0.0.1:{p.placement_raft}",
+                "--enable-metrics=false",
+                "--log-as-json",
+            ],
+            self.logs / "placement.log",
+            ready=http_ok(f"http://127.0.0.1:{p.placement_health}/healthz"),
         )
-        wait_until(
+
+    def _scheduler(self) -> Proc:
+        p = self.ports
+        return Proc(
             "scheduler",
-            http_ok(f"http://127.0.0.1:{p.scheduler_health}/healthz"),
-            deadline_s,
-            [scheduler],
+            [
+                str(self.runtime.scheduler),
+                "--port",
+                str(p.scheduler),
+                "--listen-address",
+                "127.0.0.1",
+                "--healthz-port",
+                str(p.scheduler_health),
+                "--healthz-listen-address",
+                "127.0.0.1",
+                "--etcd-data-dir",
+                str(self.run_dir / "scheduler"),
+                "--etcd-client-port",
+                str(p.scheduler_etcd_client),
+                "--etcd-initial-cluster",
+                f"dapr-scheduler-server-0=http://localhost:{p.scheduler_etcd_peer}",
+                "--enable-metrics=false",
+                "--log-as-json",
+            ],
+            self.logs / "scheduler.log",
+            ready=http_ok(f"http://127.0.0.1:{p.scheduler_health}/healthz"),
         )
-        if zipkin is not None:
-            wait_until("zipkin", http_ok(f"{self.zipkin_url}/health"), 90, [zipkin])
 
     # -- apps ---------------------------------------------------------------------------------
     def _env(self, spec: AppSpec) -> dict[str, str]:

@@ -352,6 +352,13 @@ def create_app(
     app.add_middleware(CallerFaultsInBand)
     setup_tracing(app, kit.settings.app_id, kit.version, kit.settings.zipkin_url)
 
+    _mount_health_routes(app, kit)
+    return app
+
+
+def _mount_health_routes(app: FastAPI, kit: ServiceKit) -> None:
+    """`/healthz`, `/readyz`, `/metrics` and `/info`: what launchers, daprd and operators ask."""
+
     @app.get("/healthz", tags=["health"], summary="Liveness: the process serves requests")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -397,5 +404,3 @@ def create_app(
     )
     async def info() -> ServiceInfo:
         return await kit.describe(app)
-
-    return app
