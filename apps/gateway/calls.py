@@ -83,12 +83,11 @@ async def forward(
     if _passes_on(response):
         raise _Passthrough(response)
     log.error("%s answered %s: %s", app_id, response.status, response.text[:300])
+    failure = f"The {app_id} service failed (HTTP {response.status})."
+    if response.status in (429, 502, 503, 504):
+        raise unavailable("Upstream failure", failure, slug="upstream-failure")
     raise ProblemError(
-        503 if response.status in (429, 502, 503, 504) else 502,
-        "Upstream failure",
-        f"The {app_id} service failed (HTTP {response.status}).",
-        slug="upstream-failure",
-        headers={"Retry-After": "2"},
+        502, "Upstream failure", failure, slug="upstream-failure", headers={"Retry-After": "2"}
     )
 
 

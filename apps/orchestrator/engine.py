@@ -25,7 +25,7 @@ from grpc.aio import AioRpcError
 
 from apps.orchestrator.settings import OrchestratorSettings
 from consort.contracts.workflows import WorkflowStarted
-from consort.kit.errors import ProblemError, problem_response
+from consort.kit.errors import ProblemError, unavailable
 from consort.kit.service import ServiceKit
 from workflows import forecast_and_alert, review_triage
 from workflows.services import Retry, Services, Targets
@@ -190,14 +190,11 @@ async def on_engine_error(request: Request, exc: Exception) -> JSONResponse:
     """The sidecar's workflow engine did not answer: a 503 to retry shortly."""
     assert isinstance(exc, AioRpcError)
     log.warning("workflow engine call failed on %s: %s", request.url.path, exc.details())
-    return problem_response(
-        request.url.path,
-        503,
+    return unavailable(
         "Workflow engine unavailable",
         "The sidecar's workflow engine did not answer; try again shortly.",
         slug="workflow-engine-unavailable",
-        headers={"Retry-After": "2"},
-    )
+    ).response(request.url.path)
 
 
 engine = Engine(settings, kit)

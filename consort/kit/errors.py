@@ -46,6 +46,19 @@ class ProblemError(Exception):
         self.errors = errors
         self.headers = headers
 
+    def response(self, request_path: str) -> JSONResponse:
+        """This problem as the problem+json answer to the request at `request_path`
+        (for exception handlers, which return rather than raise)."""
+        return problem_response(
+            request_path,
+            self.status,
+            self.title,
+            self.detail,
+            slug=self.slug,
+            errors=self.errors,
+            headers=self.headers,
+        )
+
 
 def invalid_field(
     field: str,
@@ -214,15 +227,7 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
 
 async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
-    return problem_response(
-        request.url.path,
-        exc.status,
-        exc.title,
-        exc.detail,
-        slug=exc.slug,
-        errors=exc.errors,
-        headers=exc.headers,
-    )
+    return exc.response(request.url.path)
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -252,15 +257,11 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_sidecar_error(request: Request, exc: Exception) -> JSONResponse:
     log.warning("sidecar failure on %s: %s", request.url.path, exc)
-    return problem_response(
-        request.url.path,
-        503,
+    return unavailable(
         "Service unavailable",
         "A building block this service depends on (its Dapr sidecar, the state store or "
         "the broker) did not answer; try again shortly.",
-        slug="service-unavailable",
-        headers={"Retry-After": "2"},
-    )
+    ).response(request.url.path)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
