@@ -97,9 +97,10 @@ def _passes_on(response: Reply) -> bool:
         return False
     if response.status < 500:
         return True
-    # Its own 503 (not ready, out of time budget) says when to come back; a 500 is a bug
-    # whose details stay in the service's log, under the trace id.
-    return response.status == 503 and "retry-after" in response.headers
+    # Its own 503 says why: not ready or restarting (with a Retry-After), or over its time
+    # budget (none: the same request would run out again). A 500 is a bug whose details
+    # stay in the service's log, under the trace id.
+    return response.status == 503
 
 
 class _Passthrough(Exception):

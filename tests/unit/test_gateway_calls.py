@@ -51,6 +51,14 @@ def test_a_services_own_503_passes_on_with_its_type_and_retry_after() -> None:
     assert response.headers["retry-after"] == "7"
 
 
+def test_an_over_budget_503_passes_on_without_a_retry_after() -> None:
+    """Over its budget, the same request would run out again: no Retry-After to add."""
+    response = _gateway(_problem(503, "over-budget")).post("/call")
+    assert response.status_code == 503
+    assert response.json()["type"] == "urn:consort:problem:over-budget"
+    assert "retry-after" not in response.headers
+
+
 def test_a_services_4xx_problem_passes_on_unchanged() -> None:
     response = _gateway(_problem(422, "validation-error")).post("/call")
     assert response.status_code == 422
