@@ -110,6 +110,17 @@ def test_readiness_waits_for_the_sidecar(system: LocalSystem) -> None:
         system.start_sidecar("sentiment")
         system.wait_app("sentiment")
     assert httpx.get(f"{system.url('sentiment')}/readyz").status_code == 200
+    # Callers reach it again once their sidecars reconnect to its internal gRPC port (the
+    # same port as before: gRPC's reconnect backoff takes about a second).
+    eventually(
+        lambda: (
+            httpx.post(
+                f"{system.url('gateway')}/v1/text/sentiment", json={"text": "back"}, timeout=10
+            ).status_code
+        ),
+        lambda status: status == 200,
+        deadline_s=15,
+    )
 
 
 def test_catalog_reads_the_running_system(system: LocalSystem) -> None:
