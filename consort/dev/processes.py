@@ -256,7 +256,9 @@ class Supervisor:
         self.interval_s = interval_s
         #: How long the rest of a crashed process's group may take to stop (then KILL):
         #: it is restarted at once anyway, so a long graceful drain only delays recovery.
-        self.mate_grace_s = 2.0
+        #: A sidecar whose app died holds its shutdown until the app's health checks fail
+        #: (seconds), and an app without its sidecar can finish nothing: half a second.
+        self.mate_grace_s = 0.5
         self._wrote_pid_file = False
         self._lock = threading.RLock()
         self._pending: dict[str, _Pending] = {}

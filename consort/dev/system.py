@@ -675,10 +675,26 @@ class LocalSystem:
 
     def _restarting(self, group: str) -> None:
         """The supervisor restarts `group` after a crash: hold the instance out of name
-        resolution until it is ready again, as for a new one."""
+        resolution until it is ready again, as for a new one.
+
+        Its sidecar comes back on a fresh internal gRPC port: callers' sidecars would
+        otherwise wait out the reconnect backoff their failed dials to the old port built
+        up (seconds after a few failures) before they reach it again; a new address is a
+        new connection, dialled at once.
+        """
         instance = next((i for s in self.instances.values() for i in s if i.name == group), None)
-        if instance is not None:
-            threading.Thread(target=self._readmit, args=(instance,), daemon=True).start()
+        if instance is None:
+            return
+        procs = self.supervisor.group(group)
+        sidecar = next((p for p in procs if p.name == instance.sidecar_name), None)
+        if sidecar is not None:
+            self.registry.remove(instance.address)
+            moved = dataclasses.replace(instance, internal_grpc_port=free_port())
+            siblings = self.instances[instance.app_id]
+            siblings[siblings.index(instance)] = moved
+            sidecar.argv = self.daprd_argv(moved.spec, moved.internal_grpc_port)
+            instance = moved
+        threading.Thread(target=self._readmit, args=(instance,), daemon=True).start()
 
     def _readmit(self, instance: Instance, deadline_s: float = 180) -> None:
         ready = threading.Event()
