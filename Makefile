@@ -72,6 +72,7 @@ bench: setup ## benchmarks; results as JSON under bench/results/
 	@$(PY) -m bench.recommender
 	@$(PY) -m bench.recovery
 	@$(PY) -m bench.replicas
+	@$(PY) -m bench.security_cost
 
 eval: setup ## sentiment vs the VADER paper's Table 4, vision on scikit-image samples; bench/results/
 	@bash runtime/eval-data.sh

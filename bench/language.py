@@ -81,7 +81,8 @@ def report(name: str, figures: Figures) -> None:
 async def measure_nlp(system: LocalSystem, requests: int) -> dict[str, Figures]:
     bodies = [{"text": t} for t in texts()]
     out = {}
-    async with httpx.AsyncClient(timeout=60) as client:
+    # Straight to the app, with the token its sidecar would send.
+    async with httpx.AsyncClient(timeout=60, headers=system.app_headers("nlp")) as client:
         call = poster(client, f"{system.url('nlp')}/v1/nlp", bodies)
         for concurrency in (1, 16):
             figures = await closed_loop(call, requests=requests, concurrency=concurrency, warmup=20)

@@ -12,10 +12,15 @@ from consort.dev.system import InfraPorts, LocalSystem, RunFile
 
 @contextmanager
 def local_system(
-    apps: list[str], *, tracing: bool = False, env: dict[str, str] | None = None
+    apps: list[str],
+    *,
+    tracing: bool = False,
+    env: dict[str, str] | None = None,
+    secure: bool = True,
 ) -> Iterator[LocalSystem]:
     """Start `apps` (with Redis, placement, scheduler, and Zipkin when `tracing`) as the
-    tests do, yield the running system, and stop every process afterwards."""
+    tests do, yield the running system, and stop every process afterwards. `secure=False`
+    only to measure what security costs (bench/security_cost.py)."""
     with tempfile.TemporaryDirectory(prefix="consort-bench-") as tmp:
         system = LocalSystem(
             RunFile.load().with_free_ports(),
@@ -23,6 +28,7 @@ def local_system(
             InfraPorts.free(),
             extra_env=env,
             tracing=tracing,
+            secure=secure,
         )
         try:
             system.start(apps)

@@ -34,11 +34,14 @@ DAPR_PUBLISHED = {"p50_ms": 1.06, "p99_ms": 2.90}
 
 
 def post(
-    client: httpx.AsyncClient, url: str, body: dict[str, Any]
+    client: httpx.AsyncClient,
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str] | None = None,
 ) -> Callable[[], Awaitable[bool]]:
     async def call() -> bool:
         try:
-            response = await client.post(url, json=body)
+            response = await client.post(url, json=body, headers=headers)
         except httpx.HTTPError:
             return False
         return response.status_code == 200
@@ -59,11 +62,17 @@ async def measure(system: LocalSystem, requests: int) -> dict[str, dict[str, Fig
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
         routes: dict[str, Callable[[], Awaitable[bool]]] = {
             "in-process": lambda: in_process(analyzer),
-            "direct": post(client, f"{system.url('sentiment')}/v1/sentiment", body),
+            "direct": post(
+                client,
+                f"{system.url('sentiment')}/v1/sentiment",
+                body,
+                system.app_headers("sentiment"),
+            ),
             "sidecar": post(
                 client,
                 f"{system.sidecar_url('sentiment')}/v1.0/invoke/sentiment/method/v1/sentiment",
                 body,
+                system.sidecar_headers("sentiment"),
             ),
             "gateway": post(client, f"{system.url('gateway')}/v1/text/sentiment", body),
         }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the pinned Dapr runtime (daprd, placement, scheduler) from the Go module proxy.
+# Builds the pinned Dapr runtime (daprd, placement, scheduler, sentry) from the Go module proxy.
 #
 # Idempotent and cached by version outside the clone:
 #   ${CONSORT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/consort}/dapr-<version>/.dapr/bin/
@@ -27,7 +27,16 @@ stage() { printf '[dapr %s] %-34s (%3ds elapsed)\n' "$DAPR_RUNTIME_VERSION" "$1"
 
 built_version() { "$bin/$1" --version 2>/dev/null | head -n1 | tr -d '[:space:]' || true; }
 
-if [[ "$(built_version daprd)" == "$DAPR_RUNTIME_VERSION" && -x "$bin/placement" && -x "$bin/scheduler" ]]; then
+# What is missing: everything when daprd is not the pinned version, else the binaries that
+# are not there yet (a cache from before sentry was added builds only sentry).
+binaries=(daprd placement scheduler sentry)
+if [[ "$(built_version daprd)" == "$DAPR_RUNTIME_VERSION" ]]; then
+  missing=()
+  for name in "${binaries[@]}"; do [[ -x "$bin/$name" ]] || missing+=("$name"); done
+else
+  missing=("${binaries[@]}")
+fi
+if [[ ${#missing[@]} -eq 0 ]]; then
   echo "[dapr $DAPR_RUNTIME_VERSION] runtime ready (cached in $bin)"
   exit 0
 fi
@@ -68,9 +77,14 @@ rm -f "$work"/dapr/cmd/daprd/components/pubsub_pulsar*.go
 (cd "$work" && go mod edit -replace "github.com/dapr/dapr=./dapr")
 
 ldflags="-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=$DAPR_RUNTIME_VERSION"
-build daprd github.com/dapr/dapr/cmd/daprd -tags allcomponents -ldflags "$ldflags"
-build placement github.com/dapr/dapr/cmd/placement -ldflags "$ldflags"
-build scheduler github.com/dapr/dapr/cmd/scheduler -ldflags "$ldflags"
+for name in "${missing[@]}"; do
+  if [[ $name == daprd ]]; then
+    build daprd github.com/dapr/dapr/cmd/daprd -tags allcomponents -ldflags "$ldflags"
+  else
+    # sentry: the certificate authority that gives every sidecar its mTLS identity.
+    build "$name" "github.com/dapr/dapr/cmd/$name" -ldflags "$ldflags"
+  fi
+done
 
 [[ "$(built_version daprd)" == "$DAPR_RUNTIME_VERSION" ]] || { echo "daprd --version does not say $DAPR_RUNTIME_VERSION" >&2; exit 1; }
 rm -rf "$work/dapr"

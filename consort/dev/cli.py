@@ -117,6 +117,12 @@ def _table(system: LocalSystem, app_ids: list[str]) -> Table:
     table.add_row("redis", f"127.0.0.1:{p.redis}", "", "state store and pub/sub broker")
     table.add_row("placement", f"127.0.0.1:{p.placement}", "", "actor placement")
     table.add_row("scheduler", f"127.0.0.1:{p.scheduler}", "", "jobs, reminders, workflows")
+    table.add_row(
+        "sentry",
+        f"127.0.0.1:{p.sentry}",
+        "",
+        f"mTLS certificates; tokens and keys in {system.secrets.dir} (docs/security.md)",
+    )
     return table
 
 

@@ -33,6 +33,7 @@ class Runtime:
     daprd: Path
     placement: Path
     scheduler: Path
+    sentry: Path
     redis_server: Path
     zipkin_jar: Path | None = None
     java: Path | None = None
@@ -41,7 +42,9 @@ class Runtime:
     def locate(cls) -> Runtime:
         version = _versions()["DAPR_RUNTIME_VERSION"]
         bin_dir = cache_dir() / f"dapr-{version}" / ".dapr" / "bin"
-        missing = [n for n in ("daprd", "placement", "scheduler") if not (bin_dir / n).exists()]
+        missing = [
+            n for n in ("daprd", "placement", "scheduler", "sentry") if not (bin_dir / n).exists()
+        ]
         if missing:
             raise RuntimeMissing(
                 f"Dapr {version} ({', '.join(missing)}) is not built in {bin_dir}; "
@@ -58,6 +61,7 @@ class Runtime:
             daprd=bin_dir / "daprd",
             placement=bin_dir / "placement",
             scheduler=bin_dir / "scheduler",
+            sentry=bin_dir / "sentry",
             redis_server=Path(redis),
             zipkin_jar=jar if jar.exists() else None,
             java=Path(java) if java else None,

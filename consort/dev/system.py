@@ -33,6 +33,12 @@ from consort.dev.processes import (
     wait_until,
 )
 from consort.dev.runtime import REPO, Runtime, RuntimeMissing
+from consort.dev.security import (
+    CONTROL_PLANE_TRUST_DOMAIN,
+    AccessMap,
+    RunSecrets,
+    app_configuration,
+)
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,8 @@ class InfraPorts:
     scheduler_etcd_client: int = 52379
     scheduler_etcd_peer: int = 52380
     zipkin: int = 9411
+    sentry: int = 50003
+    sentry_health: int = 58082
 
     @classmethod
     def free(cls) -> InfraPorts:
@@ -162,6 +170,9 @@ class LocalSystem:
         tracing: start Zipkin and send every app's and sidecar's spans to it.
         scale_file: replicas per app and the drain grace (default: `consort.yaml` beside
             the run file, or one instance each).
+        secure: mTLS between sidecars (sentry), API tokens on every sidecar and app, and
+            each app's access-control policy (docs/security.md). Off only to measure what
+            it costs per hop; Redis keeps its password either way (the components name it).
     """
 
     def __init__(
@@ -173,8 +184,10 @@ class LocalSystem:
         extra_env: dict[str, str] | None = None,
         tracing: bool = True,
         scale_file: ScaleFile | None = None,
+        secure: bool = True,
     ) -> None:
         self.run_file = run_file
+        self.secure = secure
         self.tracing = tracing
         self.run_dir = run_dir.resolve()
         self.ports = ports or InfraPorts()
@@ -190,6 +203,8 @@ class LocalSystem:
         #: Processes stopped on purpose (drained, stopped), kept for their log tails.
         self.retired: list[Proc] = []
         self.registry = NameRegistry(self.run_dir / "nameresolution.db")
+        self.secrets = RunSecrets.in_run_dir(self.run_dir)
+        self.access = AccessMap.load(self._resource("access-control.yaml"))
         self._changing = threading.RLock()  # one scale or rollout at a time
         self._stopped = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -214,6 +229,7 @@ class LocalSystem:
         """Start Redis, placement and scheduler (and Zipkin) and wait until each is healthy."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         checked = [
+            ("sentry", self.ports.sentry),
             ("redis", self.ports.redis),
             ("placement", self.ports.placement),
             ("scheduler", self.ports.scheduler),
@@ -229,12 +245,66 @@ class LocalSystem:
         (self.run_dir / "redis").mkdir(exist_ok=True)
         # Zipkin first: the JVM takes longest to come up.
         procs = [self._zipkin()] if self.tracing else []
+        if self.secure:
+            # The certificate authority first: placement and scheduler ask it for theirs.
+            sentry = self.supervisor.start(self._sentry())
+            assert sentry.ready is not None
+            wait_until(sentry.name, sentry.ready, deadline_s, [sentry])
         procs += [self._redis(), self._placement(), self._scheduler()]
         for proc in procs:
             self.supervisor.start(proc)
         for proc in procs:
             assert proc.ready is not None
             wait_until(proc.name, proc.ready, 90 if proc.name == "zipkin" else deadline_s, [proc])
+
+    def _resource(self, name: str) -> Path:
+        """`name` in the first of the sidecars' resources paths that has it."""
+        paths = self.run_file.sidecar.resources_paths
+        return next((d / name for d in paths if (d / name).exists()), paths[0] / name)
+
+    def _sentry(self) -> Proc:
+        p = self.ports
+        return Proc(
+            "sentry",
+            [
+                str(self.runtime.sentry),
+                "--mode",
+                "standalone",
+                "--config",
+                str(self._resource("sentry.yaml")),
+                # Its root and issuer: written (self-signed) on first start, then kept.
+                "--issuer-credentials",
+                str(self.secrets.pki),
+                "--trust-domain",
+                CONTROL_PLANE_TRUST_DOMAIN,
+                "--port",
+                str(p.sentry),
+                "--listen-address",
+                "127.0.0.1",
+                "--healthz-port",
+                str(p.sentry_health),
+                "--healthz-listen-address",
+                "127.0.0.1",
+                "--enable-metrics=false",
+                "--log-as-json",
+            ],
+            self.logs / "sentry.log",
+            ready=http_ok(f"http://127.0.0.1:{p.sentry_health}/healthz"),
+        )
+
+    def _control_plane_tls(self) -> list[str]:
+        """Flags of placement and scheduler: serve mTLS with an identity from sentry."""
+        if not self.secure:
+            return []
+        return [
+            "--tls-enabled=true",
+            "--sentry-address",
+            f"127.0.0.1:{self.ports.sentry}",
+            "--trust-anchors-file",
+            str(self.secrets.trust_anchors_file),
+            "--trust-domain",
+            CONTROL_PLANE_TRUST_DOMAIN,
+        ]
 
     def _zipkin(self) -> Proc:
         assert self.runtime.java and self.runtime.zipkin_jar
@@ -270,6 +340,7 @@ class LocalSystem:
             "redis",
             [
                 str(self.runtime.redis_server),
+                *self._redis_auth(),
                 "--port",
                 str(p.redis),
                 "--bind",
@@ -291,6 +362,14 @@ class LocalSystem:
             ready=lambda: port_open(p.redis),
         )
 
+    def _redis_auth(self) -> list[str]:
+        """A config file naming the password (on the command line it would show in `ps`)."""
+        conf = self.secrets.dir / "redis.conf"
+        if not conf.exists():
+            conf.touch(mode=0o600)
+            conf.write_text(f"requirepass {self.secrets.redis_password}\n")
+        return [str(conf)]
+
     def _placement(self) -> Proc:
         p = self.ports
         return Proc(
@@ -309,6 +388,7 @@ class LocalSystem:
                 f"dapr-placement-0=127.0.0.1:{p.placement_raft}",
                 "--enable-metrics=false",
                 "--log-as-json",
+                *self._control_plane_tls(),
             ],
             self.logs / "placement.log",
             ready=http_ok(f"http://127.0.0.1:{p.placement_health}/healthz"),
@@ -336,6 +416,10 @@ class LocalSystem:
                 f"dapr-scheduler-server-0=http://localhost:{p.scheduler_etcd_peer}",
                 "--enable-metrics=false",
                 "--log-as-json",
+                # Its identity files stay in this run folder, not in a shared /tmp path.
+                "--identity-directory-write",
+                str(self.run_dir / "scheduler-identity"),
+                *self._control_plane_tls(),
             ],
             self.logs / "scheduler.log",
             ready=http_ok(f"http://127.0.0.1:{p.scheduler_health}/healthz"),
@@ -359,6 +443,18 @@ class LocalSystem:
             "CONSORT_ZIPKIN_URL": f"{self.zipkin_url}/api/v2/spans" if self.zipkin_url else "",
             # daprd would read this when no scheduler address is given; ours always is.
             "DAPR_SCHEDULER_HOST_ADDRESS_DNS_A": "",
+            **self._security_env(spec.app_id),
+        }
+
+    def _security_env(self, app_id: str) -> dict[str, str]:
+        """The app's tokens, and for its sidecar the trust anchors and the secrets file."""
+        store = {"CONSORT_SECRETS_FILE": str(self.secrets.store_file)}
+        if not self.secure:
+            return store
+        return {
+            **store,
+            **self.secrets.app_env(app_id),
+            "DAPR_TRUST_ANCHORS": self.secrets.trust_anchors_file.read_text(),
         }
 
     def _command(self, spec: AppSpec) -> list[str]:
@@ -402,7 +498,7 @@ class LocalSystem:
             "--metrics-listen-address",
             "127.0.0.1",
             "--config",
-            str(s.config_path),
+            str(self._config_path(spec.app_id)),
             "--placement-host-address",
             f"127.0.0.1:{self.ports.placement}",
             "--scheduler-host-address",
@@ -417,6 +513,8 @@ class LocalSystem:
         ]
         for path in s.resources_paths:
             argv += ["--resources-path", str(path)]
+        if self.secure:
+            argv += ["--enable-mtls", "--sentry-address", f"127.0.0.1:{self.ports.sentry}"]
         if s.health_check:
             argv += [
                 "--enable-app-health-check",
@@ -430,6 +528,13 @@ class LocalSystem:
                 str(s.health_threshold),
             ]
         return argv
+
+    def _config_path(self, app_id: str) -> Path:
+        """The app's Configuration: config.yaml, with its access control when secure."""
+        base = self.run_file.sidecar.config_path
+        if not self.secure:
+            return base
+        return app_configuration(base, self.access, app_id, self.run_dir / "config")
 
     def _instance0(self, app_id: str) -> Instance:
         for instance in self.instances.get(app_id, []):
@@ -790,6 +895,14 @@ class LocalSystem:
         }
         path.write_text(json.dumps(endpoints, indent=2))
         return path
+
+    def sidecar_headers(self, app_id: str) -> dict[str, str]:
+        """What a client of `app_id`'s sidecar API must send (its Dapr API token)."""
+        return {"dapr-api-token": self.secrets.dapr_api_token(app_id)} if self.secure else {}
+
+    def app_headers(self, app_id: str) -> dict[str, str]:
+        """What a direct caller of `app_id` must send, as its sidecar would (the app token)."""
+        return {"dapr-api-token": self.secrets.app_api_token(app_id)} if self.secure else {}
 
     def url(self, app_id: str) -> str:
         return f"http://127.0.0.1:{self.run_file.app(app_id).app_port}"

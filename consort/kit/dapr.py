@@ -101,6 +101,7 @@ class Sidecar:
     def __init__(self, settings: SidecarSettings, timeout_s: float = 5.0) -> None:
         self.base_url = settings.http_url
         self.timeout_s = timeout_s
+        self._headers = {"dapr-api-token": settings.api_token} if settings.api_token else {}
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -108,6 +109,7 @@ class Sidecar:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 base_url=self.base_url,
+                headers=self._headers,
                 connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30),
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s, connect=2.0),
                 json_serialize=jsonlib.dumps,

@@ -15,7 +15,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Generic, TypeVar
 
@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from consort.contracts.catalog import Component, Route, ServiceInfo, SidecarInfo, Subscription
 from consort.contracts.common import ModelInfo
 from consort.contracts.events import TOPICS
+from consort.kit.app_token import AppTokenGuard
 from consort.kit.caller_faults import CallerFaultsInBand
 from consort.kit.dapr import Sidecar, SidecarError
 from consort.kit.errors import (
@@ -308,6 +309,7 @@ def create_app(
     title: str,
     description: str,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    public_paths: Sequence[str] = (),
     **fastapi_kwargs: Any,
 ) -> FastAPI:
     """Build the FastAPI app of a Consort service around `kit`.
@@ -317,6 +319,8 @@ def create_app(
         title: the OpenAPI title.
         description: the OpenAPI description (Markdown).
         lifespan: the app's own start-up and shut-down (models: `ServiceKit.load_model`).
+        public_paths: path prefixes reached from outside rather than through the sidecar
+            (the gateway's API), open without the sidecar's app token (`AppTokenGuard`).
         **fastapi_kwargs: passed to FastAPI.
     """
     configure_logging(kit.settings.app_id, kit.settings.log_level)
@@ -350,6 +354,8 @@ def create_app(
     app.add_middleware(MetricsMiddleware, metrics=kit.metrics)
     # Outside the metrics, which count a caller fault under its real status.
     app.add_middleware(CallerFaultsInBand)
+    # Outermost: a request that is not from this app's sidecar is refused before any work.
+    app.add_middleware(AppTokenGuard, public=public_paths)
     setup_tracing(app, kit.settings.app_id, kit.version, kit.settings.zipkin_url)
 
     _mount_health_routes(app, kit)

@@ -30,6 +30,8 @@ class SidecarSettings(BaseSettings):
     http_port: int = 3500
     grpc_port: int = 50001
     host: str = "127.0.0.1"
+    #: `DAPR_API_TOKEN`: sent with every call; a secured sidecar refuses calls without it.
+    api_token: str = ""
 
     @property
     def http_url(self) -> str:

@@ -131,7 +131,10 @@ def test_a_malformed_event_goes_to_the_dead_letter_topic(system: LocalSystem) ->
                 "data": {"series": "has spaces", "points": [{"value": "NaN"}]},
             }
         ),
-        headers={"content-type": "application/cloudevents+json"},
+        headers={
+            "content-type": "application/cloudevents+json",
+            **system.sidecar_headers("gateway"),
+        },
     )
     assert published.status_code == 204
 

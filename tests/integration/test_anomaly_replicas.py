@@ -37,7 +37,8 @@ def anomalies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]
     )
     _systems.append(local)
     try:
-        local.start(["anomaly"], deadline_s=150)
+        # The gateway publishes metrics.observed (the topic's publisher: pubsub.yaml's scopes).
+        local.start(["anomaly", "gateway"], deadline_s=150)
         yield local
     finally:
         local.stop()
@@ -56,8 +57,9 @@ def publish_round(system: LocalSystem, round_: int) -> None:
         for n, s in enumerate(SERIES)
     ]
     published = httpx.post(
-        f"{system.sidecar_url('anomaly')}/v1.0-alpha1/publish/bulk/pubsub/metrics.observed",
+        f"{system.sidecar_url('gateway')}/v1.0-alpha1/publish/bulk/pubsub/metrics.observed",
         json=entries,
+        headers=system.sidecar_headers("gateway"),
         timeout=30,
     )
     assert published.status_code == 204, published.text
@@ -66,7 +68,7 @@ def publish_round(system: LocalSystem, round_: int) -> None:
 def observed(system: LocalSystem) -> list[int]:
     """Points each series' actor holds, asked through instance 0 wherever the actor lives."""
     counts = []
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, headers=system.app_headers("anomaly")) as client:
         for series in SERIES:
             response = client.get(f"{system.url('anomaly')}/v1/metrics/{series}")
             counts.append(response.json()["observed"] if response.status_code == 200 else 0)
@@ -77,8 +79,10 @@ def wait_round(system: LocalSystem, round_: int, deadline_s: float = 30) -> None
     eventually(lambda: observed(system), lambda c: c == [round_ + 1] * len(SERIES), deadline_s)
 
 
-def active_actors(sidecar_url: str) -> int:
-    metadata = httpx.get(f"{sidecar_url}/v1.0/metadata", timeout=5).json()
+def active_actors(system: LocalSystem, sidecar_url: str) -> int:
+    metadata = httpx.get(
+        f"{sidecar_url}/v1.0/metadata", headers=system.sidecar_headers("anomaly"), timeout=5
+    ).json()
     return sum(a.get("count", 0) for a in metadata["actorRuntime"].get("activeActors", []))
 
 
@@ -100,7 +104,8 @@ def test_series_move_off_a_killed_instance_and_lose_no_point(anomalies: LocalSys
         publish_round(system, round_)
         wait_round(system, round_)
     # Placement spread the series over both instances.
-    on_first, on_second = active_actors(first.sidecar_url), active_actors(second.sidecar_url)
+    on_first = active_actors(system, first.sidecar_url)
+    on_second = active_actors(system, second.sidecar_url)
     assert on_first > 0 and on_second > 0, (on_first, on_second)
     assert on_first + on_second == len(SERIES)
 
@@ -113,11 +118,15 @@ def test_series_move_off_a_killed_instance_and_lose_no_point(anomalies: LocalSys
         publish_round(system, round_)
         wait_round(system, round_)
 
-    assert active_actors(first.sidecar_url) == len(SERIES)
+    assert active_actors(system, first.sidecar_url) == len(SERIES)
     # In order: the survivor rejected no point as late.
     metrics = httpx.get(f"{first.url}/metrics", timeout=5).text
     assert counter_total(metrics, "consort_anomaly_points") > 0
     assert counter_total_of(metrics, "late") == 0
-    window = httpx.get(f"{system.url('anomaly')}/v1/metrics/{SERIES[0]}", timeout=10).json()
+    window = httpx.get(
+        f"{system.url('anomaly')}/v1/metrics/{SERIES[0]}",
+        headers=system.app_headers("anomaly"),
+        timeout=10,
+    ).json()
     stamps = [p["timestamp"] for p in window["points"]]
     assert stamps == sorted(stamps) and len(stamps) == 7

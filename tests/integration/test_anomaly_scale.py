@@ -40,7 +40,8 @@ def anomaly_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSy
         },
     )
     try:
-        local.start(["anomaly"])
+        # The gateway publishes metrics.observed (the topic's publisher: pubsub.yaml's scopes).
+        local.start(["anomaly", "gateway"])
         yield local
     finally:
         local.stop()
@@ -59,15 +60,19 @@ def points_taken(system: LocalSystem) -> int:
 
 
 def active_actors(system: LocalSystem) -> int:
-    metadata = httpx.get(f"{system.sidecar_url('anomaly')}/v1.0/metadata", timeout=5).json()
+    metadata = httpx.get(
+        f"{system.sidecar_url('anomaly')}/v1.0/metadata",
+        headers=system.sidecar_headers("anomaly"),
+        timeout=5,
+    ).json()
     return sum(a.get("count", 0) for a in metadata["actorRuntime"].get("activeActors", []))
 
 
 def test_five_thousand_series_stay_within_the_memory_bound(anomaly_system: LocalSystem) -> None:
     system = anomaly_system
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    sidecar = system.sidecar_url("anomaly")
-    with httpx.Client(timeout=30) as client:
+    sidecar = system.sidecar_url("gateway")
+    with httpx.Client(timeout=30, headers=system.sidecar_headers("gateway")) as client:
         for first in range(0, SERIES, 500):
             entries = [
                 {
@@ -105,6 +110,10 @@ def test_five_thousand_series_stay_within_the_memory_bound(anomaly_system: Local
     eventually(lambda: active_actors(system), lambda n: n == 0, deadline_s=IDLE_TIMEOUT_S + 30)
     assert rss_mib(pid) < RSS_BOUND_MIB
     for n in (0, 2_499, 4_999):
-        snapshot = httpx.get(f"{system.url('anomaly')}/v1/metrics/host-{n:04d}.cpu", timeout=10)
+        snapshot = httpx.get(
+            f"{system.url('anomaly')}/v1/metrics/host-{n:04d}.cpu",
+            headers=system.app_headers("anomaly"),
+            timeout=10,
+        )
         assert snapshot.status_code == 200
         assert snapshot.json()["observed"] == POINTS_PER_SERIES

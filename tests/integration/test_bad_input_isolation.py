@@ -74,7 +74,11 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
 
 
 def _sidecar_of(system: LocalSystem, app_id: str) -> Sidecar:
-    return Sidecar(SidecarSettings(http_port=system.run_file.app(app_id).dapr_http_port), 60)
+    settings = SidecarSettings(
+        http_port=system.run_file.app(app_id).dapr_http_port,
+        api_token=system.sidecar_headers(app_id).get("dapr-api-token", ""),
+    )
+    return Sidecar(settings, 60)
 
 
 def test_bad_images_through_the_gateway_leave_vision_serving(system: LocalSystem) -> None:
@@ -123,12 +127,14 @@ def test_bad_input_through_a_sidecar_leaves_every_route_serving(system: LocalSys
 
 
 def test_without_the_kit_header_bad_input_opens_the_breaker(system: LocalSystem) -> None:
-    """The control: daprd alone counts a 422 as a failure (through vision's sidecar, whose
-    breakers no other test uses)."""
-    url = f"{system.sidecar_url('vision')}/v1.0/invoke/sentiment/method/v1/sentiment"
+    """The control: daprd alone counts a 422 as a failure (through the orchestrator's
+    sidecar, which the access policy lets call sentiment, and whose breaker for it no test
+    running beside this one uses)."""
+    url = f"{system.sidecar_url('orchestrator')}/v1.0/invoke/sentiment/method/v1/sentiment"
+    token = system.sidecar_headers("orchestrator")
     for _ in range(BREAKER_TRIP):
-        assert httpx.post(url, json={"text": " "}, timeout=10).status_code == 422
-    cut_off = httpx.post(url, json={"text": "fine"}, timeout=10)
+        assert httpx.post(url, json={"text": " "}, headers=token, timeout=10).status_code == 422
+    cut_off = httpx.post(url, json={"text": "fine"}, headers=token, timeout=10)
     assert cut_off.status_code == 500
     assert "circuit breaker is open" in cut_off.text
 

@@ -30,6 +30,7 @@ def test_nlp_through_its_sidecar_gives_entities_with_offsets(system: LocalSystem
     response = httpx.post(
         f"{system.sidecar_url('gateway')}/v1.0/invoke/nlp/method/v1/nlp",
         json={"text": text, "tokens": True},
+        headers=system.sidecar_headers("gateway"),
         timeout=10,
     )
     assert response.status_code == 200, response.text
@@ -145,7 +146,10 @@ def test_a_poison_review_goes_to_the_dead_letter_topic(
     response = httpx.post(
         f"{system.sidecar_url('gateway')}/v1.0/publish/pubsub/{REVIEWS_SUBMITTED}",
         content=json.dumps(envelope),
-        headers={"content-type": "application/cloudevents+json"},
+        headers={
+            "content-type": "application/cloudevents+json",
+            **system.sidecar_headers("gateway"),
+        },
     )
     assert response.status_code == 204
 

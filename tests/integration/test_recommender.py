@@ -350,7 +350,10 @@ def publish(system: LocalSystem, envelope: dict[str, Any]) -> None:
     response = httpx.post(
         f"{system.sidecar_url('gateway')}/v1.0/publish/pubsub/{INTERACTIONS_RECORDED}",
         content=json.dumps(envelope),
-        headers={"content-type": "application/cloudevents+json"},
+        headers={
+            "content-type": "application/cloudevents+json",
+            **system.sidecar_headers("gateway"),
+        },
         timeout=5,
     )
     assert response.status_code == 204, response.text

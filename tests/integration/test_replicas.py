@@ -198,7 +198,9 @@ def sentiment_versions(system: LocalSystem) -> str | None:
     gateway's catalog calls it (whichever instance name resolution picked)."""
     try:
         response = httpx.get(
-            f"{system.sidecar_url('gateway')}/v1.0/invoke/sentiment/method/info", timeout=15
+            f"{system.sidecar_url('gateway')}/v1.0/invoke/sentiment/method/info",
+            headers=system.sidecar_headers("gateway"),
+            timeout=15,
         )
         return str(response.json()["version"]) if response.status_code == 200 else None
     except (httpx.HTTPError, ValueError, KeyError):
@@ -232,5 +234,7 @@ def test_rollout_under_load_fails_no_request_and_both_versions_serve(
     assert names == ["sentiment"]  # instance 0 is back on the run file's ports
     assert seen[old_version] > 0 and seen["9.9.9-rolled"] > 0, seen
     assert sentiment_versions(replicas) == "9.9.9-rolled"
-    info = httpx.get(f"{replicas.url('sentiment')}/info", timeout=5).json()
+    info = httpx.get(
+        f"{replicas.url('sentiment')}/info", headers=replicas.app_headers("sentiment"), timeout=5
+    ).json()
     assert info["version"] == "9.9.9-rolled"

@@ -33,7 +33,10 @@ def publish(system: LocalSystem, envelope: dict[str, Any]) -> None:
     response = httpx.post(
         f"{system.sidecar_url('sentiment')}/v1.0/publish/pubsub/{TEXTS_ANALYZED}",
         content=json.dumps(envelope),
-        headers={"content-type": "application/cloudevents+json"},
+        headers={
+            "content-type": "application/cloudevents+json",
+            **system.sidecar_headers("sentiment"),
+        },
         timeout=5,
     )
     assert response.status_code == 204, response.text
@@ -77,6 +80,7 @@ def test_sentiment_answers_through_its_own_sidecar(system: LocalSystem) -> None:
     response = httpx.post(
         f"{system.sidecar_url('gateway')}/v1.0/invoke/sentiment/method/v1/sentiment",
         json={"text": "I love it"},
+        headers=system.sidecar_headers("gateway"),
         timeout=5,
     )
     assert response.status_code == 200
@@ -98,7 +102,10 @@ def test_second_identical_request_is_served_from_state(
     assert first["cached"] is False
     # The result is in the state store under the documented key, read through Dapr.
     key = f"sentiment:3.3.2:{first['text_sha256']}"
-    stored = httpx.get(f"{system.sidecar_url('sentiment')}/v1.0/state/statestore/{key}")
+    stored = httpx.get(
+        f"{system.sidecar_url('sentiment')}/v1.0/state/statestore/{key}",
+        headers=system.sidecar_headers("sentiment"),
+    )
     assert stored.status_code == 200
     assert stored.json()["compound"] == first["compound"]
     second = api.post("/v1/text/sentiment", json={"text": text}).json()

@@ -218,10 +218,13 @@ def test_a_killed_redis_loses_at_most_the_last_second_of_writes(supervised: Loca
     sidecar = supervised.sidecar_url("gateway")
     store = f"{sidecar}/v1.0/state/{SETTINGS.statestore_name}"
     acknowledged: dict[str, float] = {}  # key -> when its write was acknowledged
+    token = supervised.sidecar_headers("gateway")
 
     def write(client: httpx.Client) -> int:
         key = f"durability-{RUN}-{next(_counter)}"
-        status = client.post(store, json=[{"key": key, "value": {"n": key}}]).status_code
+        status = client.post(
+            store, json=[{"key": key, "value": {"n": key}}], headers=token
+        ).status_code
         if status == 204:
             acknowledged[key] = time.monotonic()
         return status
@@ -236,7 +239,7 @@ def test_a_killed_redis_loses_at_most_the_last_second_of_writes(supervised: Loca
     finally:
         load.stop()
     before_kill = {k: t for k, t in acknowledged.items() if t < killed_at}
-    with httpx.Client(timeout=10) as client:
+    with httpx.Client(timeout=10, headers=token) as client:
         keys = sorted(before_kill)
         found: set[str] = set()
         for i in range(0, len(keys), 100):

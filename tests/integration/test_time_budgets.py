@@ -52,7 +52,7 @@ def budget_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSys
 def invoke(system: LocalSystem, app_id: str, path: str, body: Any) -> httpx.Response:
     """Call `app_id`'s route through its own sidecar (service invocation)."""
     url = f"{system.sidecar_url(app_id)}/v1.0/invoke/{app_id}/method/{path}"
-    return httpx.post(url, json=body, timeout=60)
+    return httpx.post(url, json=body, headers=system.sidecar_headers(app_id), timeout=60)
 
 
 def cpu_seconds(group: int) -> float:

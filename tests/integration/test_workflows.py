@@ -135,7 +135,10 @@ def task_events(system: LocalSystem, wid: str, activity: str) -> list[str]:
 
 
 def sidecar_state(system: LocalSystem, key: str) -> httpx.Response:
-    return httpx.get(f"{system.sidecar_url('orchestrator')}/v1.0/state/statestore/{key}")
+    return httpx.get(
+        f"{system.sidecar_url('orchestrator')}/v1.0/state/statestore/{key}",
+        headers=system.sidecar_headers("orchestrator"),
+    )
 
 
 # -- review_triage ---------------------------------------------------------------------------
@@ -227,7 +230,11 @@ def test_a_permanent_failure_after_the_case_opened_is_compensated(
     waiting = wait_step(api, wid, "awaiting_decision")
     sha = waiting["input"]["image"]["sha256"]
     sidecar = system.sidecar_url("orchestrator")
-    assert httpx.delete(f"{sidecar}/v1.0/state/statestore/image:{sha}").status_code == 204
+    deleted = httpx.delete(
+        f"{sidecar}/v1.0/state/statestore/image:{sha}",
+        headers=system.sidecar_headers("orchestrator"),
+    )
+    assert deleted.status_code == 204
     decide(api, wid, "approve")
     done = wait_done(api, wid)
     assert done["status"] == "failed"

@@ -28,7 +28,9 @@ def test_free_ports_keep_apps_and_change_ports() -> None:
 
 
 def test_daprd_gets_the_run_files_sidecar_settings(tmp_path: Path) -> None:
-    fake = Runtime("1.18.3", Path("daprd"), Path("placement"), Path("scheduler"), Path("redis"))
+    fake = Runtime(
+        "1.18.3", Path("daprd"), Path("placement"), Path("scheduler"), Path("sentry"), Path("redis")
+    )
     system = LocalSystem(RunFile.load(), tmp_path, InfraPorts(), runtime=fake, tracing=False)
     argv = system.daprd_argv(system.run_file.app("sentiment"))
     assert argv[argv.index("--max-body-size") + 1] == "5Mi"
