@@ -35,6 +35,8 @@ app = create_app(
         "Every error is `application/problem+json` with the field, the limit and a trace id."
     ),
     docs_url="/docs",
+    # The public API is reached from outside, not through the sidecar.
+    public_paths=("/v1", "/docs", "/openapi.json", "/info"),
 )
 
 install_passthrough(app)
