@@ -277,6 +277,7 @@ def _status(args: argparse.Namespace) -> int:
 
     from consort.dev import control
     from consort.dev.observe import app_status, process_table, read_endpoints, status_table
+    from consort.dev.security import RunSecrets
 
     run_dir = default_run_dir()
 
@@ -288,8 +289,10 @@ def _status(args: argparse.Namespace) -> int:
             top = Text(f"no launcher answers: {exc}", style="red")
         # Re-read each time: `consort scale` and `consort rollout` change the instances.
         endpoints = read_endpoints(run_dir)["apps"]
+        secrets = RunSecrets.in_run_dir(run_dir)
         apps = [
-            app_status(i["name"], i["app"])
+            # With the token its sidecar sends: /info is not open to just anyone.
+            app_status(i["name"], i["app"], {"dapr-api-token": secrets.app_api_token(a)})
             for a, e in endpoints.items()
             for i in e.get("instances") or [{"name": a, "app": e["app"]}]
         ]

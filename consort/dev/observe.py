@@ -197,11 +197,11 @@ def request_counts(metrics_text: str) -> tuple[float, float]:
     return total, errors
 
 
-def app_status(app_id: str, url: str) -> AppStatus:
-    """Ask one app for its readiness, info and metrics."""
+def app_status(app_id: str, url: str, headers: dict[str, str] | None = None) -> AppStatus:
+    """Ask one app for its readiness, info and metrics (`headers`: its app token)."""
     try:
         ready = httpx.get(f"{url}/readyz", timeout=2)
-        info = httpx.get(f"{url}/info", timeout=2).json()
+        info = httpx.get(f"{url}/info", headers=headers, timeout=2).json()
         metrics = httpx.get(f"{url}/metrics", timeout=2).text
     except httpx.HTTPError:
         return AppStatus(app_id, "down")

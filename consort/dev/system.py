@@ -896,6 +896,10 @@ class LocalSystem:
         path.write_text(json.dumps(endpoints, indent=2))
         return path
 
+    def redis_cli_env(self) -> dict[str, str]:
+        """The environment `redis-cli` needs to be let in (the password, never in argv)."""
+        return {**os.environ, "REDISCLI_AUTH": self.secrets.redis_password}
+
     def sidecar_headers(self, app_id: str) -> dict[str, str]:
         """What a client of `app_id`'s sidecar API must send (its Dapr API token)."""
         return {"dapr-api-token": self.secrets.dapr_api_token(app_id)} if self.secure else {}

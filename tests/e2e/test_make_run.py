@@ -61,6 +61,7 @@ def test_consort_run_serves_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
             "orchestrator",
         } <= set(apps)
         assert set(pids) == {
+            "sentry",
             "zipkin",
             "redis",
             "placement",

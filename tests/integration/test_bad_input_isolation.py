@@ -57,7 +57,8 @@ TEXT_ROUTES = [
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
-    """The gateway and the image and text services, each beside its real daprd."""
+    """The gateway and the image and text services, each beside its real daprd; and the
+    orchestrator, a caller the access policy lets call sentiment without the kit."""
     local = LocalSystem(
         RunFile.load().with_free_ports(),
         tmp_path_factory.mktemp("run"),
@@ -66,7 +67,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
     )
     conftest._systems.append(local)  # log tails on failure
     try:
-        local.start(["sentiment", "nlp", "vision", "gateway"])
+        local.start(["sentiment", "nlp", "vision", "orchestrator", "gateway"])
         yield local
     finally:
         local.stop()

@@ -174,6 +174,7 @@ def test_each_analysis_is_published_as_images_analyzed(
             capture_output=True,
             text=True,
             timeout=5,
+            env=system.redis_cli_env(),
         ).stdout
         return [line for line in out.splitlines() if line.startswith("{")]
 

@@ -102,6 +102,7 @@ def events(system: LocalSystem, topic: str) -> list[dict[str, Any]]:
         capture_output=True,
         text=True,
         check=True,
+        env=system.redis_cli_env(),
     ).stdout.splitlines()
     return [
         json.loads(value) for field, value in zip(out, out[1:], strict=False) if field == "data"
@@ -113,7 +114,9 @@ def history(system: LocalSystem, wid: str) -> list[Any]:
     port = system.run_file.app("orchestrator").dapr_grpc_port
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         reply = stubs.TaskHubSidecarServiceStub(channel).GetInstanceHistory(
-            pb.GetInstanceHistoryRequest(instanceId=wid), timeout=10
+            pb.GetInstanceHistoryRequest(instanceId=wid),
+            metadata=list(system.sidecar_headers("orchestrator").items()),
+            timeout=10,
         )
     return list(reply.events)
 
