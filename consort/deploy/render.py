@@ -45,7 +45,7 @@ def labels(app_id: str) -> dict[str, str]:
 
 
 def resource(api_version: str, kind: str, name: str, spec: Doc) -> Doc:
-    """A manifest named `name` (and labelled with it)."""
+    """A manifest named `name` (and labelled with it); `placed` puts it in the namespace."""
     meta = {"name": name, "labels": labels(name)}
     return {"apiVersion": api_version, "kind": kind, "metadata": meta, "spec": spec}
 
@@ -237,7 +237,7 @@ def stream_trigger(sources: Sources, app_id: str, topic: str) -> Doc:
         "type": "redis-streams",
         "name": f"{topic.replace('.', '-')}-pending",
         "metadata": {
-            "address": sources.kube.redis["host"],
+            "address": sources.kube.redis_address,
             "stream": topic,
             "consumerGroup": app_id,
             "pendingEntriesCount": str(scaling["pendingEntries"]),
@@ -284,7 +284,7 @@ def app_manifests(sources: Sources, spec: AppSpec, env: Environment) -> list[Doc
 
 def _on_kubernetes(sources: Sources, item: Doc) -> Doc:
     """A component's metadata item on a cluster: the launcher's `envRef`s become values."""
-    values = {"CONSORT_REDIS_HOST": sources.kube.redis["host"]}
+    values = {"CONSORT_REDIS_HOST": sources.kube.redis_address}
     if "envRef" not in item:
         return item
     if item["envRef"] not in values:
@@ -355,20 +355,27 @@ def dump(docs: list[Doc]) -> str:
     )
 
 
+def placed(docs: list[Doc], namespace: str) -> list[Doc]:
+    """`docs` in `namespace` (every manifest is namespaced)."""
+    return [
+        {**d, "metadata": {"name": d["metadata"]["name"], "namespace": namespace, **d["metadata"]}}
+        for d in docs
+    ]
+
+
 def render_environment(sources: Sources, env: Environment) -> dict[str, str]:
     """The files of one environment, by path relative to `deploy/k8s/<env>/`."""
-    files = {
-        f"{spec.app_id}.yaml": dump(app_manifests(sources, spec, env))
-        for spec in sources.run_file.apps
+    docs = {
+        f"{spec.app_id}.yaml": app_manifests(sources, spec, env) for spec in sources.run_file.apps
     }
-    components = [
+    docs["dapr-components.yaml"] = [
         dapr_component(sources, d) for d in sources.components.values() if d["kind"] == "Component"
     ]
-    files["dapr-components.yaml"] = dump(components)
-    files["dapr-configuration.yaml"] = dump([dapr_configuration(sources, env)])
-    files["dapr-resiliency.yaml"] = dump([dapr_resiliency(sources)])
+    docs["dapr-configuration.yaml"] = [dapr_configuration(sources, env)]
+    docs["dapr-resiliency.yaml"] = [dapr_resiliency(sources)]
     if env.autoscaling:
-        files["keda-auth.yaml"] = dump([trigger_authentication(sources)])
+        docs["keda-auth.yaml"] = [trigger_authentication(sources)]
+    files = {rel: dump(placed(d, sources.kube.namespace)) for rel, d in docs.items()}
     files["helm/dapr-values.yaml"] = dump([helm_values(env)])
     return files
 

@@ -116,6 +116,7 @@ class Environment:
 class Kube:
     """The `kubernetes:` section of consort.yaml."""
 
+    namespace: str
     image: str
     redis: Doc
     zipkin: str
@@ -124,9 +125,15 @@ class Kube:
     autoscaling: Doc
     environments: dict[str, Environment]
 
+    @property
+    def redis_address(self) -> str:
+        """Redis's service as any namespace resolves it (KEDA's operator runs in its own)."""
+        return f"{self.redis['service']}.{self.namespace}.svc.cluster.local:{self.redis['port']}"
+
     @classmethod
     def of(cls, conf: Doc) -> Kube:
         return cls(
+            namespace=str(conf["namespace"]),
             image=str(conf["image"]),
             redis=dict(conf["redis"]),
             zipkin=str(conf["zipkin"]),
