@@ -3,10 +3,11 @@
 - Schemas: Kubernetes kinds against the OpenAPI schemas of `KUBERNETES_VERSION` (shipped in
   the `kubernetes-validate` package), Dapr and KEDA kinds against the CRD schemas kept in
   `deploy/schemas/crds/`, both strict: a field the schema does not name is an error.
-- Policies: each Deployment's app id is its `apps/` folder; each app id in a Component's
-  `scopes` is deployed; each KEDA redis-streams trigger's consumer group is an app that
-  subscribes to that stream's topic (in the code and in the catalog) and scales that app;
-  each probe path, and the sidecar's app health check path, is in the app's OpenAPI.
+- Policies: each Deployment's app id is its name and its `apps/` folder, whose app it runs;
+  each app id in a Component's `scopes` is deployed; each KEDA redis-streams trigger's
+  consumer group is an app that subscribes to that stream's topic (in the code and in the
+  catalog) and scales that app; each probe path, and the sidecar's app health check path,
+  is in the app's OpenAPI; autoscalers and Resiliency targets name deployed apps.
 """
 
 from __future__ import annotations
@@ -146,6 +147,9 @@ def _deployment_policy(m: Manifest, folders: set[str], openapi_dir: Path) -> lis
     errors = []
     if app_id != m.name or app_id not in folders:
         errors.append(f"{m.where()}: app id {app_id!r} is not its name and an apps/ folder")
+    for container in template["spec"]["containers"]:
+        if not str(container.get("command", [""])[-1]).startswith(f"apps.{app_id}."):
+            errors.append(f"{m.where()}: {container['name']} does not serve apps/{app_id}/")
     served = openapi_paths(str(app_id), openapi_dir)
     paths = [template["metadata"]["annotations"].get("dapr.io/app-health-check-path")]
     paths += [
@@ -165,6 +169,15 @@ def _scope_policy(m: Manifest, deployed: set[str]) -> list[str]:
         for app in m.doc.get("scopes", [])
         if app not in deployed
     ]
+
+
+def _target_policy(m: Manifest, deployed: set[str]) -> list[str]:
+    """An autoscaler scales a Deployment of this environment; Resiliency targets exist."""
+    if m.kind == "Resiliency":
+        named = set(m.doc["spec"].get("targets", {}).get("apps", {}))
+    else:
+        named = {m.doc["spec"]["scaleTargetRef"]["name"]}
+    return [f"{m.where()}: {app!r} is not an app deployed here" for app in sorted(named - deployed)]
 
 
 def _trigger_policy(m: Manifest, sources: Sources) -> list[str]:
@@ -201,6 +214,8 @@ def policy_errors(
                 errors += _deployment_policy(m, folders, openapi_dir)
             elif m.kind == "Component":
                 errors += _scope_policy(m, deployed)
-            elif m.kind == "ScaledObject":
+            if m.kind in ("HorizontalPodAutoscaler", "ScaledObject", "Resiliency"):
+                errors += _target_policy(m, deployed)
+            if m.kind == "ScaledObject":
                 errors += _trigger_policy(m, sources)
     return errors

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import signal
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +31,8 @@ from consort.deploy.validate import (
     policy_errors,
     schema_errors,
 )
+from consort.dev import cli
+from consort.dev.cli import APP_HOST_ENV
 from consort.dev.runtime import REPO
 from consort.governance.drift import drift_lines
 
@@ -323,3 +326,52 @@ def test_memory_requests_cover_what_each_process_was_measured_to_hold(sources: S
     assert mebibytes(sources.kube.sidecar.memory) >= sidecar
     for app, plan in sources.kube.apps.items():
         assert mebibytes(plan.resources.memory_limit) >= 2 * held[app] * 0.9, app
+
+
+@pytest.mark.parametrize(
+    ("env", "host"), [({}, "127.0.0.1"), ({APP_HOST_ENV: "0.0.0.0"}, "0.0.0.0")]
+)
+def test_consort_serve_binds_loopback_unless_the_pod_asks_for_every_address(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], host: str
+) -> None:
+    import uvicorn
+
+    bound: list[tuple[str, int]] = []
+    monkeypatch.delenv(APP_HOST_ENV, raising=False)
+    for key, value in {**env, "APP_PORT": "19399"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(signal, "signal", lambda *_: None)  # leave pytest's handlers alone
+    monkeypatch.setattr(
+        uvicorn.Server, "run", lambda s: bound.append((s.config.host, s.config.port))
+    )
+    assert cli.main(["serve", "apps.sentiment.main:app"]) == 0
+    assert bound == [(host, 19399)]
+
+
+def test_an_autoscaler_or_resiliency_target_naming_no_deployed_app_fails(
+    docs: list[Manifest], sources: Sources
+) -> None:
+    def retarget(d: Doc) -> None:
+        d["spec"]["scaleTargetRef"]["name"] = "visio"
+
+    def extra_target(d: Doc) -> None:
+        d["spec"]["targets"]["apps"]["translator"] = {"timeout": "aiCall"}
+
+    broken = _broken(docs, "prod", "HorizontalPodAutoscaler", "vision", retarget)
+    broken = _broken(broken, "dev", "Resiliency", "consort", extra_target)
+    assert policy_errors(broken, sources) == [
+        "k8s/dev/dapr-resiliency.yaml: Resiliency consort: "
+        "'translator' is not an app deployed here",
+        "k8s/prod/vision.yaml: HorizontalPodAutoscaler vision: 'visio' is not an app deployed here",
+    ]
+
+
+def test_a_deployment_running_another_apps_code_fails(
+    docs: list[Manifest], sources: Sources
+) -> None:
+    def edit(d: Doc) -> None:
+        d["spec"]["template"]["spec"]["containers"][0]["command"][-1] = "apps.nlp.main:app"
+
+    assert policy_errors(_broken(docs, "prod", "Deployment", "sentiment", edit), sources) == [
+        "k8s/prod/sentiment.yaml: Deployment sentiment: app does not serve apps/sentiment/"
+    ]
