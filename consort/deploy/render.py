@@ -25,9 +25,6 @@ HEADER = (
     "# components/; do not edit: `make lint` fails when this differs from the generator.\n"
 )
 APP_CONTAINER = "app"
-#: daprd's ports inside a pod (the injector's defaults); the app reaches its sidecar there.
-SIDECAR_HTTP_PORT = 3500
-SIDECAR_GRPC_PORT = 50001
 #: The sidecar keeps serving its app this long past the app's drain (as `consort run` does).
 SIDECAR_BLOCK_MARGIN_S = 5
 #: daprd's own graceful shutdown once its app has exited.
@@ -106,7 +103,7 @@ def _probe(path: str, period_s: int, failures: int) -> Doc:
 
 
 def app_env(sources: Sources, spec: AppSpec) -> list[Doc]:
-    """The app container's environment: what `consort run` sets, with the pod's addresses."""
+    """The app container's environment: what `consort run` sets, for a pod."""
     values = {
         **sources.run_file.sidecar.env,
         **spec.env,
@@ -116,9 +113,8 @@ def app_env(sources: Sources, spec: AppSpec) -> list[Doc]:
         "CONSORT_SHUTDOWN_GRACE_S": str(drain_seconds(sources)),
         "CONSORT_CACHE": MODEL_CACHE,
         "CONSORT_ZIPKIN_URL": sources.kube.zipkin,
-        "DAPR_HTTP_PORT": str(SIDECAR_HTTP_PORT),
-        "DAPR_GRPC_PORT": str(SIDECAR_GRPC_PORT),
     }
+    # DAPR_HTTP_PORT and DAPR_GRPC_PORT come from the sidecar injector, as in every pod.
     env: list[Doc] = [{"name": k, "value": v} for k, v in values.items()]
     pod_name = {"fieldRef": {"fieldPath": "metadata.name"}}
     return [*env, {"name": "CONSORT_INSTANCE", "valueFrom": pod_name}]
