@@ -3,7 +3,8 @@
 - Schemas: Kubernetes kinds against the OpenAPI schemas of `KUBERNETES_VERSION` (shipped in
   the `kubernetes-validate` package), Dapr and KEDA kinds against the CRD schemas kept in
   `deploy/schemas/crds/`, both strict: a field the schema does not name is an error.
-- Policies: each Deployment's app id is its name and its `apps/` folder, whose app it runs;
+- Policies: each Deployment's app id is its name and its `apps/` folder, whose app it runs,
+  and its `dapr.io/` annotations are all ones the pinned sidecar injector reads;
   each app id in a Component's `scopes` is deployed; each KEDA redis-streams trigger's
   consumer group is an app that subscribes to that stream's topic (in the code and in the
   catalog) and scales that app; each probe path, and the sidecar's app health check path,
@@ -29,6 +30,8 @@ from consort.dev.runtime import REPO
 
 KUBERNETES_VERSION = "1.34.0"
 CRD_DIR = REPO / "deploy" / "schemas" / "crds"
+#: The `dapr.io/` annotation keys the pinned sidecar injector reads.
+DAPR_ANNOTATIONS = REPO / "deploy" / "schemas" / "dapr-annotations.txt"
 OPENAPI_DIR = REPO / "contracts" / "openapi"
 APPS_DIR = REPO / "apps"
 PRESERVE = "x-kubernetes-preserve-unknown-fields"
@@ -141,10 +144,20 @@ def openapi_paths(app_id: str, openapi_dir: Path = OPENAPI_DIR) -> set[str]:
     return set(json.loads(path.read_text(encoding="utf-8"))["paths"]) if path.exists() else set()
 
 
+def known_annotations(path: Path = DAPR_ANNOTATIONS) -> set[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+
+
 def _deployment_policy(m: Manifest, folders: set[str], openapi_dir: Path) -> list[str]:
     template = m.doc["spec"]["template"]
     app_id = template["metadata"]["annotations"].get("dapr.io/app-id")
-    errors = []
+    known = known_annotations()
+    errors = [
+        f"{m.where()}: {key} is not an annotation the Dapr sidecar injector reads"
+        for key in template["metadata"]["annotations"]
+        if key.startswith("dapr.io/") and key not in known
+    ]
     if app_id != m.name or app_id not in folders:
         errors.append(f"{m.where()}: app id {app_id!r} is not its name and an apps/ folder")
     for container in template["spec"]["containers"]:

@@ -375,3 +375,13 @@ def test_a_deployment_running_another_apps_code_fails(
     assert policy_errors(_broken(docs, "prod", "Deployment", "sentiment", edit), sources) == [
         "k8s/prod/sentiment.yaml: Deployment sentiment: app does not serve apps/sentiment/"
     ]
+
+
+def test_a_mistyped_dapr_annotation_fails(docs: list[Manifest], sources: Sources) -> None:
+    def edit(d: Doc) -> None:
+        d["spec"]["template"]["metadata"]["annotations"]["dapr.io/max-body-sise"] = "5Mi"
+
+    assert policy_errors(_broken(docs, "dev", "Deployment", "vision", edit), sources) == [
+        "k8s/dev/vision.yaml: Deployment vision: "
+        "dapr.io/max-body-sise is not an annotation the Dapr sidecar injector reads"
+    ]
