@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
 .PHONY: help setup setup-runtime setup-redis setup-zipkin setup-vision setup-python run stop test \
-        test-unit test-integration test-e2e lint format contracts contracts-check bench eval clean
+        test-unit test-integration test-e2e lint format contracts contracts-check k8s k8s-check \
+        bench eval clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -34,7 +35,7 @@ run: setup ## start every service beside its sidecar; Ctrl-C stops everything
 stop: ## stop what `make run` started (from another shell)
 	@$(PY) -m consort stop
 
-lint: setup-python contracts-check ## ruff (lint and format check), mypy and the contract checks
+lint: setup-python contracts-check k8s-check ## ruff, mypy, the contract and deployment checks
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy
@@ -49,6 +50,12 @@ contracts: setup-python ## generate contracts/ (OpenAPI, event JSON Schemas, Asy
 contracts-check: setup-python ## fail on drift from contracts/ or a breaking change against its baseline
 	@$(PY) -m consort.governance check
 	@$(PY) -m consort.governance compat
+
+k8s: setup-python ## generate deploy/ (Kubernetes manifests per environment, the Dockerfile)
+	@$(PY) -m consort k8s render
+
+k8s-check: setup-python ## fail on drift from deploy/, a manifest off its schema, a broken Dapr policy
+	@$(PY) -m consort k8s check
 
 test: setup lint ## lint, then unit, integration and e2e tests
 	@$(PYTEST) tests

@@ -8,6 +8,7 @@ consort status [--once]                  each process's state, restarts, uptime;
 consort logs NAME [-f] [-n 40]           the log of one process (nlp, nlp-daprd, redis …)
 consort serve MODULE:APP                 serve one app on $APP_PORT (used in dapr.yaml)
 consort workflows list|show|approve      cases and workflows, through the gateway
+consort k8s render|check                 write deploy/ (Kubernetes), or check it (make lint)
 """
 
 from __future__ import annotations
@@ -59,10 +60,13 @@ DESCRIPTIONS = {
 #: Seconds a stopping app has to finish its requests and event deliveries in flight.
 SHUTDOWN_GRACE_ENV = "CONSORT_SHUTDOWN_GRACE_S"
 SHUTDOWN_GRACE_DEFAULT_S = 20.0
+#: The address `consort serve` binds (default 127.0.0.1).
+APP_HOST_ENV = "CONSORT_APP_HOST"
 
 
 def _serve(target: str) -> int:
-    """Serve one app on $APP_PORT until SIGTERM (or SIGINT), then drain and exit 0.
+    """Serve one app on $APP_PORT (bound to $CONSORT_APP_HOST) until SIGTERM or SIGINT, then
+    drain and exit 0.
 
     On the signal `/readyz` answers 503 at once and uvicorn stops accepting; requests
     and event deliveries in flight finish within $CONSORT_SHUTDOWN_GRACE_S (20 s), then
@@ -78,10 +82,12 @@ def _serve(target: str) -> int:
             super().handle_exit(sig, frame)
 
     port = int(os.environ.get("APP_PORT", "8000"))
+    # Loopback beside a local sidecar; a pod's manifest sets 0.0.0.0 for the kubelet's probes.
+    host = os.environ.get(APP_HOST_ENV, "127.0.0.1")
     grace_s = float(os.environ.get(SHUTDOWN_GRACE_ENV, SHUTDOWN_GRACE_DEFAULT_S))
     config = uvicorn.Config(
         target,
-        host="127.0.0.1",
+        host=host,
         port=port,
         access_log=False,
         log_config=None,  # the app's JSON logging is configured by the service kit
@@ -394,9 +400,16 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="serve one app on $APP_PORT")
     serve.add_argument("target", help="MODULE:APP, e.g. apps.gateway.main:app")
     workflows_cli.add_parser(sub)
+    k8s = sub.add_parser("k8s", help="Kubernetes manifests: render deploy/, or check it")
+    k8s.add_argument("action", choices=("render", "check"))
     args = parser.parse_args(argv)
     if args.command == "workflows":
         return workflows_cli.run(args)
+    if args.command == "k8s":
+        # Imported here: the checks need dev-only packages that an app's image lacks.
+        from consort.deploy import cli as deploy_cli
+
+        return deploy_cli.run(args)
     if args.command == "serve":
         return _serve(args.target)
     commands = {

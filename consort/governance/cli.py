@@ -8,7 +8,7 @@ from pathlib import Path
 
 from consort.dev.runtime import REPO
 from consort.governance.compat import Contract, breaking_changes
-from consort.governance.drift import find_drift
+from consort.governance.drift import drift_lines, find_drift
 from consort.governance.generate import (
     ASYNCAPI_FILE,
     BASELINE_DIR,
@@ -44,13 +44,8 @@ def _check(contracts_dir: Path) -> int:
         _say(f"{_shown(contracts_dir)}/ matches the code")
         return 0
     _complain(f"{DRIFT_HINT}\n{len(drift)} file(s) in {_shown(contracts_dir)}/ differ:")
-    for item in drift:
-        _complain(f"  - {item}")
-        diff_lines = item.diff.splitlines()
-        for line in diff_lines[:40]:
-            _complain(f"      {line}")
-        if len(diff_lines) > 40:
-            _complain(f"      … {len(diff_lines) - 40} more lines")
+    for line in drift_lines(drift):
+        _complain(line)
     return 1
 
 

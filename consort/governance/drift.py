@@ -1,4 +1,4 @@
-"""Drift: where the committed contracts/ differ from what the code generates."""
+"""Drift: where committed generated files (contracts/, deploy/) differ from the generator."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from consort.governance.generate import CONTRACTS, read_tree, render_contracts
 
 @dataclass(frozen=True)
 class Drift:
-    """One committed contract file that is not what the code generates."""
+    """One committed file that is not what its generator writes."""
 
     path: str
     problem: str
@@ -32,7 +32,11 @@ def find_drift(
         generated: the rendered contract; rendered from the code when omitted.
     """
     generated = render_contracts() if generated is None else generated
-    committed = read_tree(contracts_dir)
+    return diff_trees(read_tree(contracts_dir), generated)
+
+
+def diff_trees(committed: Mapping[str, str], generated: Mapping[str, str]) -> list[Drift]:
+    """Where committed files (by relative path) differ from generated ones."""
     drift: list[Drift] = []
     for rel in sorted(generated.keys() | committed.keys()):
         if rel not in committed:
@@ -49,3 +53,15 @@ def find_drift(
             )
             drift.append(Drift(rel, "differs from the generated file", "\n".join(lines)))
     return drift
+
+
+def drift_lines(drift: list[Drift], shown: int = 40) -> list[str]:
+    """Each drifted file and the start of its diff, indented for a terminal."""
+    lines: list[str] = []
+    for item in drift:
+        lines.append(f"  - {item}")
+        diff = item.diff.splitlines()
+        lines += [f"      {line}" for line in diff[:shown]]
+        if len(diff) > shown:
+            lines.append(f"      … {len(diff) - shown} more lines")
+    return lines

@@ -175,7 +175,7 @@ def asyncapi_document(topics: Sequence[Topic], version: str) -> Json:
     }
 
 
-class _NoAliasDumper(yaml.SafeDumper):
+class NoAliasDumper(yaml.SafeDumper):
     """Writes shared objects out in full: anchors and aliases make a contract hard to read."""
 
     def ignore_aliases(self, data: Any) -> bool:
@@ -186,7 +186,7 @@ def _json_text(doc: Any) -> str:
     return json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def _project_version() -> str:
+def project_version() -> str:
     project: dict[str, Any] = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))[
         "project"
     ]
@@ -211,8 +211,8 @@ def render_contracts(run_file: Path = RUN_FILE, topics: Sequence[Topic] = TOPICS
     for t in topics:
         files[f"{EVENTS_DIR}/{event_schema_file(t)}"] = _json_text(event_schema(t))
     files[ASYNCAPI_FILE] = ASYNCAPI_HEADER + yaml.dump(
-        asyncapi_document(topics, _project_version()),
-        Dumper=_NoAliasDumper,
+        asyncapi_document(topics, project_version()),
+        Dumper=NoAliasDumper,
         sort_keys=False,
         allow_unicode=True,
         width=100,

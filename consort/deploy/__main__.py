@@ -1,0 +1,5 @@
+import sys
+
+from consort.deploy.cli import main
+
+sys.exit(main())
