@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+from dataclasses import replace
 
 import yaml
 
@@ -60,17 +61,30 @@ def drain_seconds(sources: Sources) -> int:
     return math.ceil(sources.drain_grace_s)
 
 
+def token_secret(app_id: str, kind: str) -> str:
+    """The Secret holding an app's `dapr-api` or `app-api` token (key `token`), made at
+    install (docs/kubernetes.md); the injector gives it to the sidecar, the pod to the app."""
+    return f"{app_id}-{kind}-token"
+
+
+def configuration_name(sources: Sources, app_id: str) -> str:
+    """The app's own Configuration: the shared one plus its access-control policy."""
+    return f"{sources.component('Configuration', 'consort')['metadata']['name']}-{app_id}"
+
+
 def dapr_annotations(sources: Sources, spec: AppSpec) -> dict[str, str]:
     """The sidecar injector's annotations: the same options `consort run` gives daprd."""
     side = sources.run_file.sidecar
     res = sources.kube.sidecar
-    config = sources.component("Configuration")["metadata"]["name"]
     return {
         "dapr.io/enabled": "true",
         "dapr.io/app-id": spec.app_id,
         "dapr.io/app-port": str(spec.app_port),
         "dapr.io/app-protocol": side.app_protocol,
-        "dapr.io/config": config,
+        "dapr.io/config": configuration_name(sources, spec.app_id),
+        # The sidecar API token and the app token, each from the app's own Secret.
+        "dapr.io/api-token-secret": token_secret(spec.app_id, "dapr-api"),
+        "dapr.io/app-token-secret": token_secret(spec.app_id, "app-api"),
         "dapr.io/enable-app-health-check": str(side.health_check).lower(),
         "dapr.io/app-health-check-path": side.health_path,
         "dapr.io/app-health-probe-interval": str(side.health_interval_s),
@@ -117,7 +131,16 @@ def app_env(sources: Sources, spec: AppSpec) -> list[Doc]:
     # DAPR_HTTP_PORT and DAPR_GRPC_PORT come from the sidecar injector, as in every pod.
     env: list[Doc] = [{"name": k, "value": v} for k, v in values.items()]
     pod_name = {"fieldRef": {"fieldPath": "metadata.name"}}
-    return [*env, {"name": "CONSORT_INSTANCE", "valueFrom": pod_name}]
+    tokens = [
+        {
+            "name": variable,
+            "valueFrom": {
+                "secretKeyRef": {"name": token_secret(spec.app_id, kind), "key": "token"}
+            },
+        }
+        for variable, kind in (("DAPR_API_TOKEN", "dapr-api"), ("APP_API_TOKEN", "app-api"))
+    ]
+    return [*env, {"name": "CONSORT_INSTANCE", "valueFrom": pod_name}, *tokens]
 
 
 def app_container(sources: Sources, spec: AppSpec) -> Doc:
@@ -301,7 +324,8 @@ def dapr_component(sources: Sources, doc: Doc) -> Doc:
         "secretKeyRef": {"name": redis["secret"], "key": redis["passwordKey"]},
     }
     spec = copy.deepcopy(doc["spec"])
-    spec["metadata"] = [*(_on_kubernetes(sources, i) for i in spec["metadata"]), password]
+    local = [i for i in spec["metadata"] if "secretKeyRef" not in i]  # the local store's
+    spec["metadata"] = [*(_on_kubernetes(sources, i) for i in local), password]
     name = doc["metadata"]["name"]
     return {
         **resource("dapr.io/v1alpha1", "Component", name, spec),
@@ -310,15 +334,20 @@ def dapr_component(sources: Sources, doc: Doc) -> Doc:
     }
 
 
-def dapr_configuration(sources: Sources, env: Environment) -> Doc:
-    """The sidecars' Configuration: tracing and metrics as locally; name resolution is
-    Kubernetes' own (the local SQLite resolver is dropped)."""
-    local = sources.component("Configuration")
+def dapr_configuration(sources: Sources, env: Environment, app_id: str) -> Doc:
+    """An app's sidecar Configuration: tracing and metrics as locally; name resolution is
+    Kubernetes' own (the local SQLite resolver is dropped); its access-control policy from
+    components/access-control.yaml, in the cluster's namespace; no app reads the secret
+    store through the secrets API."""
+    local = sources.component("Configuration", "consort")
     spec = copy.deepcopy(local["spec"])
     spec.pop("nameResolution", None)
     spec["tracing"]["samplingRate"] = env.sampling_rate
     spec["tracing"]["zipkin"] = {"endpointAddress": sources.kube.zipkin}
-    name = local["metadata"]["name"]
+    spec["secrets"] = {"scopes": [{"storeName": "kubernetes", "defaultAccess": "deny"}]}
+    access = replace(sources.access, namespace=sources.kube.namespace)
+    spec["accessControl"] = access.access_control(app_id)
+    name = configuration_name(sources, app_id)
     return resource("dapr.io/v1alpha1", "Configuration", name, spec)
 
 
@@ -364,10 +393,15 @@ def render_environment(sources: Sources, env: Environment) -> dict[str, str]:
     docs = {
         f"{spec.app_id}.yaml": app_manifests(sources, spec, env) for spec in sources.run_file.apps
     }
+    # The local secret store (a file) is the cluster's `kubernetes` store, built in.
     docs["dapr-components.yaml"] = [
-        dapr_component(sources, d) for d in sources.components.values() if d["kind"] == "Component"
+        dapr_component(sources, d)
+        for d in sources.components.values()
+        if d["kind"] == "Component" and not d["spec"]["type"].startswith("secretstores.")
     ]
-    docs["dapr-configuration.yaml"] = [dapr_configuration(sources, env)]
+    docs["dapr-configuration.yaml"] = [
+        dapr_configuration(sources, env, spec.app_id) for spec in sources.run_file.apps
+    ]
     docs["dapr-resiliency.yaml"] = [dapr_resiliency(sources)]
     if env.autoscaling:
         docs["keda-auth.yaml"] = [trigger_authentication(sources)]

@@ -21,6 +21,7 @@ import yaml
 from consort.contracts.events import TOPICS, Topic
 from consort.dev.instances import ScaleFile
 from consort.dev.runtime import REPO
+from consort.dev.security import AccessMap
 from consort.dev.system import RunFile
 from consort.governance.generate import app_targets, load_app, project_version
 
@@ -156,6 +157,7 @@ class Sources:
     subscriptions: dict[str, tuple[str, ...]]
     state_users: frozenset[str]
     version: str
+    access: AccessMap
 
     def plan(self, app_id: str) -> AppPlan:
         if app_id not in self.kube.apps:
@@ -185,11 +187,12 @@ class Sources:
 
 
 def read_components(folder: Path = COMPONENTS) -> dict[str, Doc]:
-    """Every YAML document under `folder`, by `<kind>/<name>`."""
+    """Every Dapr resource under `folder`, by `<kind>/<name>` (access-control.yaml, the
+    Consort map the per-app Configurations are made from, is read by `AccessMap`)."""
     docs: dict[str, Doc] = {}
     for path in sorted(folder.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
-            if doc:
+            if doc and "kind" in doc:
                 docs[f"{doc['kind']}/{doc['metadata']['name']}"] = doc
     return docs
 
@@ -233,4 +236,5 @@ def load_sources(
         subscriptions={a: declared_subscriptions(t) for a, t in targets.items()},
         state_users=frozenset(a for a in targets if keeps_state(a)),
         version=project_version(),
+        access=AccessMap.load(components / "access-control.yaml"),
     )

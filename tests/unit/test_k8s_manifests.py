@@ -181,9 +181,34 @@ def test_the_sidecar_gets_what_consort_run_gives_it(docs: list[Manifest], source
 
 def test_configuration_drops_the_local_name_resolver(docs: list[Manifest]) -> None:
     for env, rate in (("dev", "1"), ("prod", "0.1")):
-        spec = _one(docs, env, "Configuration", "consort").doc["spec"]
+        spec = _one(docs, env, "Configuration", "consort-sentiment").doc["spec"]
         assert "nameResolution" not in spec
         assert spec["tracing"]["samplingRate"] == rate
+
+
+def test_each_app_has_its_access_policy_and_token_secrets(docs: list[Manifest]) -> None:
+    """The same default-deny policy as locally (components/access-control.yaml), in the
+    cluster's namespace; the tokens from each app's own Secrets."""
+    for env in ("dev", "prod"):
+        forecast = _one(docs, env, "Configuration", "consort-forecast").doc["spec"]
+        control = forecast["accessControl"]
+        assert control["defaultAction"] == "deny"
+        callers = {p["appId"]: p for p in control["policies"]}
+        assert set(callers) == {"gateway", "orchestrator"}
+        assert callers["orchestrator"]["namespace"] == forecast_namespace(docs, env)
+        gateway = _one(docs, env, "Configuration", "consort-gateway").doc["spec"]
+        assert gateway["accessControl"]["policies"] == []  # nothing calls it through Dapr
+        pod = _one(docs, env, "Deployment", "forecast").doc["spec"]["template"]
+        annotations = pod["metadata"]["annotations"]
+        assert annotations["dapr.io/config"] == "consort-forecast"
+        assert annotations["dapr.io/api-token-secret"] == "forecast-dapr-api-token"
+        env_vars = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+        ref = env_vars["APP_API_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "forecast-app-api-token", "key": "token"}
+
+
+def forecast_namespace(docs: list[Manifest], env: str) -> str:
+    return str(_one(docs, env, "Deployment", "forecast").doc["metadata"]["namespace"])
 
 
 def test_only_vision_bakes_the_model_cache_in(tree: dict[str, str]) -> None:
