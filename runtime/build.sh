@@ -27,12 +27,21 @@ stage() { printf '[dapr %s] %-34s (%3ds elapsed)\n' "$DAPR_RUNTIME_VERSION" "$1"
 
 built_version() { "$bin/$1" --version 2>/dev/null | head -n1 | tr -d '[:space:]' || true; }
 
+# runtime/patches/*.patch are applied to the Dapr source before building (each says why).
+# The control-plane binaries are rebuilt when the patches change.
+patches_id=$(cat "$here"/patches/*.patch | sha256sum | cut -c1-16)
+control_plane=(placement scheduler sentry)
+
 # What is missing: everything when daprd is not the pinned version, else the binaries that
-# are not there yet (a cache from before sentry was added builds only sentry).
-binaries=(daprd placement scheduler sentry)
+# are not there yet (a cache from before sentry was added builds only sentry) or were built
+# from other patches.
+binaries=(daprd "${control_plane[@]}")
 if [[ "$(built_version daprd)" == "$DAPR_RUNTIME_VERSION" ]]; then
   missing=()
-  for name in "${binaries[@]}"; do [[ -x "$bin/$name" ]] || missing+=("$name"); done
+  stale=$([[ "$(cat "$bin/.patches" 2>/dev/null)" == "$patches_id" ]] || echo yes)
+  for name in "${binaries[@]}"; do
+    if [[ ! -x "$bin/$name" || ( -n "$stale" && $name != daprd ) ]]; then missing+=("$name"); fi
+  done
 else
   missing=("${binaries[@]}")
 fi
@@ -74,6 +83,9 @@ chmod -R u+w "$work/dapr"
 # every one of them); ours adds nothing but the same lines.
 sort -u "$here/go.sum" "$work/dapr/go.sum" >"$work/go.sum"
 rm -f "$work"/dapr/cmd/daprd/components/pubsub_pulsar*.go
+for p in "$here"/patches/*.patch; do
+  patch --quiet -d "$work/dapr" -p1 <"$p" || { echo "patch $p does not apply" >&2; exit 1; }
+done
 (cd "$work" && go mod edit -replace "github.com/dapr/dapr=./dapr")
 
 ldflags="-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=$DAPR_RUNTIME_VERSION"
@@ -87,5 +99,6 @@ for name in "${missing[@]}"; do
 done
 
 [[ "$(built_version daprd)" == "$DAPR_RUNTIME_VERSION" ]] || { echo "daprd --version does not say $DAPR_RUNTIME_VERSION" >&2; exit 1; }
+echo "$patches_id" >"$bin/.patches"
 rm -rf "$work/dapr"
 stage "runtime ready in $bin"

@@ -46,7 +46,8 @@ def test_consort_run_serves_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
     )
     endpoints = run_dir / "endpoints.json"
     try:
-        wait_until("consort run", endpoints.exists, 120, [])
+        # Eight apps, their sidecars and the infrastructure on two shared cores.
+        wait_until("consort run", endpoints.exists, 240, [])
         urls = json.loads(endpoints.read_text())["apps"]
         pids = json.loads((run_dir / "pids.json").read_text())
         # Every app of dapr.yaml beside its sidecar, and the infrastructure.

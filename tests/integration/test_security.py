@@ -18,7 +18,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from dapr.proto.runtime.v1 import dapr_pb2, dapr_pb2_grpc
+from dapr.proto.runtime.v1 import dapr_pb2_grpc, metadata_pb2
 
 from consort.dev.processes import free_port, http_ok, wait_until
 from consort.dev.system import LocalSystem
@@ -55,10 +55,10 @@ def test_a_sidecar_refuses_its_api_without_the_dapr_token(system: LocalSystem) -
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = dapr_pb2_grpc.DaprStub(channel)
         with pytest.raises(grpc.RpcError) as refused:
-            stub.GetMetadata(dapr_pb2.GetMetadataRequest(), timeout=10)
+            stub.GetMetadata(metadata_pb2.GetMetadataRequest(), timeout=10)
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         metadata = [("dapr-api-token", token["dapr-api-token"])]
-        reply = stub.GetMetadata(dapr_pb2.GetMetadataRequest(), metadata=metadata, timeout=10)
+        reply = stub.GetMetadata(metadata_pb2.GetMetadataRequest(), metadata=metadata, timeout=10)
         assert reply.id == "sentiment"
 
 
@@ -72,7 +72,8 @@ def _invoke(system: LocalSystem, caller: str, target: str, method: str, **kw: ob
 def test_the_access_policy_refuses_callers_and_operations_it_does_not_allow(
     system: LocalSystem,
 ) -> None:
-    body = {"series": [{"id": "s", "values": [float(v % 7) for v in range(40)]}], "horizon": 3}
+    values = [10.0 + v % 7 for v in range(40)]
+    body = {"series": [{"id": "s", "values": values, "horizon": 3, "model": "ets"}]}
     # An AI service may not call another one.
     denied = _invoke(system, "sentiment", "forecast", "v1/forecasts", json=body)
     assert denied.status_code == 403, denied.text
@@ -97,9 +98,11 @@ def test_plaintext_grpc_to_a_sidecars_internal_port_fails(system: LocalSystem) -
 
 
 @pytest.fixture
-def intruder(system: LocalSystem, tmp_path: Path) -> Iterator[str]:
+def intruder(system: LocalSystem, tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A daprd of an app id nobody knows, in the same name resolution, WITHOUT mTLS (no
-    certificate from sentry), with no app and no components. Yields its HTTP API root."""
+    certificate from sentry), with no app and no components. Yields its HTTP API root and
+    its log (it never becomes fully healthy: placement and scheduler refuse it too, so
+    only its outbound side is waited for)."""
     spec = dataclasses.replace(
         system.run_file.app("forecast"),
         app_id="intruder",
@@ -113,8 +116,8 @@ def intruder(system: LocalSystem, tmp_path: Path) -> Iterator[str]:
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)  # noqa: S603
     try:
         url = f"http://127.0.0.1:{spec.dapr_http_port}"
-        wait_until("intruder daprd", http_ok(f"{url}/v1.0/healthz"), 60, [])
-        yield url
+        wait_until("intruder daprd", http_ok(f"{url}/v1.0/healthz/outbound"), 60, [])
+        yield url, tmp_path / "intruder-daprd.log"
     finally:
         proc.kill()
         proc.wait()
@@ -138,11 +141,14 @@ def _without_app_and_mtls(argv: list[str]) -> list[str]:
 
 
 def test_a_sidecar_without_a_certificate_from_sentry_reaches_nobody(
-    system: LocalSystem, intruder: str
+    system: LocalSystem, intruder: tuple[str, Path]
 ) -> None:
-    refused = httpx.get(f"{intruder}/v1.0/invoke/sentiment/method/info", timeout=30)
+    url, log = intruder
+    refused = httpx.get(f"{url}/v1.0/invoke/sentiment/method/info", timeout=30)
     assert refused.status_code >= 400, refused.text
     assert "sentiment" in refused.text
+    # Nor the control plane: placement and scheduler speak mTLS only.
+    assert "error reading server preface" in log.read_text()
     # The same call from a sidecar with its certificate (and the policy's leave) is served.
     assert _invoke(system, "gateway", "sentiment", "info", verb="GET").status_code == 200
 
