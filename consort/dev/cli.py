@@ -127,7 +127,7 @@ def _table(system: LocalSystem, app_ids: list[str]) -> Table:
         "sentry",
         f"127.0.0.1:{p.sentry}",
         "",
-        f"mTLS certificates; tokens and keys in {system.secrets.dir} (docs/security.md)",
+        "mTLS certificates (secrets: .run/secrets/)",
     )
     return table
 
