@@ -15,13 +15,14 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Generic, TypeVar
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consort.contracts.catalog import Component, Route, ServiceInfo, SidecarInfo, Subscription
@@ -308,6 +309,7 @@ def create_app(
     title: str,
     description: str,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    inner_middleware: Sequence[Middleware] = (),
     **fastapi_kwargs: Any,
 ) -> FastAPI:
     """Build the FastAPI app of a Consort service around `kit`.
@@ -317,6 +319,8 @@ def create_app(
         title: the OpenAPI title.
         description: the OpenAPI description (Markdown).
         lifespan: the app's own start-up and shut-down (models: `ServiceKit.load_model`).
+        inner_middleware: run inside the kit's (within the trace, counted by the metrics),
+            outermost first: the gateway's API keys.
         **fastapi_kwargs: passed to FastAPI.
     """
     configure_logging(kit.settings.app_id, kit.settings.log_level)
@@ -340,6 +344,8 @@ def create_app(
         **fastapi_kwargs,
     )
     install_problem_handlers(app)
+    for middleware in reversed(inner_middleware):
+        app.add_middleware(middleware.cls, *middleware.args, **middleware.kwargs)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=kit.settings.max_body_bytes,
