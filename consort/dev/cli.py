@@ -8,6 +8,7 @@ consort status [--once]                  each process's state, restarts, uptime;
 consort logs NAME [-f] [-n 40]           the log of one process (nlp, nlp-daprd, redis …)
 consort serve MODULE:APP                 serve one app on $APP_PORT (used in dapr.yaml)
 consort workflows list|show|approve      cases and workflows, through the gateway
+consort keys create|list|revoke          the gateway's API keys (hashed in the run folder)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from consort.dev import workflows_cli
+from consort.dev import keys_cli, workflows_cli
 from consort.dev.control import ControlServer
 from consort.dev.instances import parse_scale
 from consort.dev.processes import (
@@ -40,6 +41,7 @@ from consort.dev.runtime import REPO, RuntimeMissing
 from consort.dev.scaling import Scaling
 from consort.dev.scaling import request as control_request
 from consort.dev.system import InfraPorts, LocalSystem, RunFile, default_run_dir
+from consort.kit.keys import DEV_KEY_FILE_NAME
 
 console = Console(stderr=True)
 
@@ -162,8 +164,14 @@ def _run(args: argparse.Namespace) -> int:
             "Ctrl-C (or `make stop`) stops everything."
         )
         if gateway:
+            key_file = run_dir / DEV_KEY_FILE_NAME
+            console.print(
+                f"API key (every scope; kept in {key_file}, `consort keys` makes others): "
+                f"{system.api_key}"
+            )
             console.print(
                 f"try:  curl -s {gateway}/v1/text/sentiment -H 'content-type: application/json' "
+                f'-H "Authorization: Bearer $(cat {key_file})" '
                 '-d \'{"text": "Consort makes this easy!"}\''
             )
         _supervise(system, run_dir, app_ids, lambda: stopping)
@@ -385,9 +393,12 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="serve one app on $APP_PORT")
     serve.add_argument("target", help="MODULE:APP, e.g. apps.gateway.main:app")
     workflows_cli.add_parser(sub)
+    keys_cli.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "workflows":
         return workflows_cli.run(args)
+    if args.command == "keys":
+        return keys_cli.run(args)
     if args.command == "serve":
         return _serve(args.target)
     commands = {
