@@ -144,7 +144,7 @@ async def run(system: LocalSystem, requests: int, total_events: int) -> dict[str
         return True
 
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(headers=system.api_headers, timeout=60, limits=limits) as client:
         routes: dict[str, Any] = {"in-process": in_process}
         for route, app in (("actor via anomaly app", "anomaly"), ("actor via gateway", "gateway")):
             prefix = app

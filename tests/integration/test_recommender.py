@@ -29,7 +29,9 @@ DEADLINE_S = 30
 
 @pytest.fixture
 def api(system: LocalSystem) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=system.url("gateway"), timeout=10) as client:
+    with httpx.Client(
+        base_url=system.url("gateway"), headers=system.api_headers, timeout=10
+    ) as client:
         yield client
 
 
