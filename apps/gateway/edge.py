@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import math
 import re
 from typing import Annotated, Any
@@ -32,6 +33,7 @@ PROTECTED_PREFIX = "/v1"
 KEY_SCOPE_FIELD = "consort.api_key"
 API_KEY_HEADER = "x-api-key"
 CHALLENGE = 'Bearer realm="consort"'
+log = logging.getLogger("gateway")
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -62,6 +64,7 @@ class ApiKeyMiddleware:
         self.app = app
         self.ring = ring
         self.limiter = limiter
+        self._told = False  # that no keys file is configured, once
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -86,6 +89,9 @@ class ApiKeyMiddleware:
                 "`consort keys create` makes one.",
             )
         self.ring.refresh()
+        if self.ring.path is None and not self._told:
+            log.warning("every API key is refused: %s", self.ring.problem)
+            self._told = True
         record = self.ring.authenticate(presented)
         if record is None:
             return _unauthorized(

@@ -166,8 +166,8 @@ def _run(args: argparse.Namespace) -> int:
         if gateway:
             key_file = run_dir / DEV_KEY_FILE_NAME
             console.print(
-                f"API key (every scope; kept in {key_file}, `consort keys` makes others): "
-                f"{system.api_key}"
+                f"API key (every scope; kept in {key_file}, `consort keys` makes others):\n"
+                f"  {system.api_key}"
             )
             console.print(
                 f"try:  curl -s {gateway}/v1/text/sentiment -H 'content-type: application/json' "
