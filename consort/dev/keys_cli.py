@@ -42,7 +42,13 @@ def add_parser(sub: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--file", type=Path, help="the keys file (default: the run folder's)")
     commands = parser.add_subparsers(dest="keys_command", required=True)
-    create = commands.add_parser("create", help="a new key, printed once", parents=[common])
+    create = commands.add_parser(
+        "create",
+        help="a new key, printed once",
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="scopes:\n" + "\n".join(f"  {name:<16} {what}" for name, what in SCOPES.items()),
+    )
     create.add_argument("--name", required=True, help="who or what uses it")
     create.add_argument(
         "--scopes", required=True, help=f"comma-separated: {', '.join(SCOPES)}, or all"

@@ -37,13 +37,12 @@ SCOPES: dict[str, str] = {
     "workflows": "start review triage and forecast runs, read workflows and cases",
     "ops": "operations: /v1/ops/*, the catalog, workflow decisions, terminate, purge, schedules",
 }
-#: The name of the file beside the run folder's other state, and of the key file `make run`
-#: keeps its development key in.
+#: The keys file's name in the run folder, and that of the file `make run` keeps its
+#: development key in.
 KEYS_FILE_NAME = "gateway-keys.json"
 DEV_KEY_FILE_NAME = "dev-key"
-#: Rates of a key made without one: requests per second, and the burst above it.
+#: The rate of a key made without one, requests per second (its burst: twice that).
 DEFAULT_RATE_PER_S = 10.0
-DEFAULT_BURST = 20
 MAX_RATE_PER_S = 100_000.0
 KEY_PREFIX = "csk"
 _KEY = re.compile(rf"^{KEY_PREFIX}_([0-9a-f]{{12}})_([A-Za-z0-9_-]{{43}})$")
