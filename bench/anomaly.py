@@ -145,9 +145,10 @@ async def run(system: LocalSystem, requests: int, total_events: int) -> dict[str
         return True
 
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    # The anomaly app is called straight, with the token its sidecar would send.
-    token = system.app_headers("anomaly")
-    async with httpx.AsyncClient(timeout=60, limits=limits, headers=token) as client:
+    # The anomaly app is called straight, with the token its sidecar would send; the
+    # gateway with the system's API key.
+    headers = {**system.api_headers, **system.app_headers("anomaly")}
+    async with httpx.AsyncClient(headers=headers, timeout=60, limits=limits) as client:
         routes: dict[str, Any] = {"in-process": in_process}
         for route, app in (("actor via anomaly app", "anomaly"), ("actor via gateway", "gateway")):
             prefix = app

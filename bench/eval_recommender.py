@@ -185,8 +185,10 @@ def als_through_service(
         "RECOMMENDER_ALS_THREADS": str(parameters.threads),
     }
 
-    async def run(gateway: str) -> tuple[dict[str, list[str]], dict[str, Any]]:
-        async with httpx.AsyncClient(timeout=60) as client:
+    async def run(
+        gateway: str, headers: dict[str, str]
+    ) -> tuple[dict[str, list[str]], dict[str, Any]]:
+        async with httpx.AsyncClient(headers=headers, timeout=60) as client:
             ingested = await ingest(client, gateway, visits_as_interactions(train))
             status = await retrain(client, gateway)
             started = time.perf_counter()
@@ -205,7 +207,7 @@ def als_through_service(
 
     started = time.perf_counter()
     with local_system(["recommender", "gateway"], env=env) as system:
-        lists, figures = asyncio.run(run(system.url("gateway")))
+        lists, figures = asyncio.run(run(system.url("gateway"), system.api_headers))
     figures["seconds_in_all"] = round(time.perf_counter() - started, 1)
     return lists, figures
 

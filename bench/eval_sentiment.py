@@ -131,7 +131,7 @@ def acceptable(text: str) -> str | None:
 
 
 async def score(
-    gateway: str, texts: list[str], parallel: int
+    gateway: str, headers: dict[str, str], texts: list[str], parallel: int
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Results of every text through the gateway's batch route, in order; and the model."""
     batches = [texts[i : i + MAX_BATCH_TEXTS] for i in range(0, len(texts), MAX_BATCH_TEXTS)]
@@ -171,7 +171,7 @@ async def score(
             print(f"  {done}/{len(batches)} batches")
 
     limits = httpx.Limits(max_connections=parallel, max_keepalive_connections=parallel)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(headers=headers, timeout=60, limits=limits) as client:
         await asyncio.gather(*(one(client, i) for i in range(len(batches))))
     flat = [result for batch in results for result in batch]
     if len(flat) != len(texts):
@@ -259,7 +259,9 @@ def main() -> None:
             system.start(["sentiment", "gateway"])
             print(f"system ready in {time.monotonic() - started:.1f} s; scoring {len(texts)} texts")
             started = time.monotonic()
-            scored, model = asyncio.run(score(system.url("gateway"), texts, args.parallel))
+            scored, model = asyncio.run(
+                score(system.url("gateway"), system.api_headers, texts, args.parallel)
+            )
             seconds = time.monotonic() - started
         finally:
             system.stop()

@@ -433,9 +433,11 @@ def print_table(summary: dict[str, Any]) -> None:
     print("cells: sMAPE (%) / MASE, means over series")
 
 
-async def run(gateway: str, jobs: list[Job], args: argparse.Namespace) -> dict[str, Any]:
+async def run(
+    gateway: str, headers: dict[str, str], jobs: list[Job], args: argparse.Namespace
+) -> dict[str, Any]:
     """Forecasts, then anomaly scores, all through the gateway."""
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(headers=headers, timeout=60) as client:
         started = time.perf_counter()
         rows, tally = await forecast_through_gateway(
             client, gateway, jobs, args.per_request, args.concurrency
@@ -491,7 +493,7 @@ def main() -> None:
             f"{args.per_request} a request, {args.concurrency} requests at a time"
         )
         try:
-            outcome = asyncio.run(run(system.url("gateway"), jobs, args))
+            outcome = asyncio.run(run(system.url("gateway"), system.api_headers, jobs, args))
         except Exception:
             print(system.log_tails(15))
             raise

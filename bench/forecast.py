@@ -29,7 +29,7 @@ VALUES = [200 + t + 25 * math.sin(2 * math.pi * t / 12) + 5 * math.cos(t) for t 
 
 async def run(system: LocalSystem, requests: int) -> dict[str, dict[str, dict[str, Figures]]]:
     out: dict[str, dict[str, dict[str, Figures]]] = {}
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(headers=system.api_headers, timeout=60) as client:
         for model in MODELS:
             body = {
                 "series": [

@@ -94,7 +94,7 @@ async def measure_analyze(system: LocalSystem, requests: int) -> dict[str, dict[
     bodies = [{"text": t} for t in texts()]
     gateway = system.url("gateway")
     out: dict[str, dict[str, Figures]] = {}
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(headers=system.api_headers, timeout=60) as client:
         routes = {
             "/v1/text/sentiment": poster(client, f"{gateway}/v1/text/sentiment", bodies),
             "/v1/text/nlp": poster(client, f"{gateway}/v1/text/nlp", bodies),

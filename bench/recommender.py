@@ -100,7 +100,9 @@ async def swaps_under_load(
     try:
         await asyncio.sleep(1)
         for _ in range(rounds):
-            async with httpx.AsyncClient(timeout=60) as ops:  # not queued behind the load
+            async with httpx.AsyncClient(
+                headers=client.headers, timeout=60
+            ) as ops:  # not queued behind the load
                 status = await retrain(ops, gateway)
             swaps.append(
                 {
@@ -165,7 +167,7 @@ async def through_service(
     gateway = system.url("gateway")
     out: dict[str, Any] = {}
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(headers=system.api_headers, timeout=60, limits=limits) as client:
         out["ingest"] = await ingest(client, gateway, interactions)
         print(f"ingest: {out['ingest']}")
         first = await retrain(client, gateway)

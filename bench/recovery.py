@@ -86,7 +86,9 @@ def one_round(system: LocalSystem, process: str, call: Call) -> dict[str, float]
         return time.monotonic() - (proc.started_at or time.monotonic())
 
     wait_until(f"{process} up {settled} s", lambda: proc.state == READY and up_s() > settled, 60)
-    load = RouteLoad(process, system.url("gateway"), call, timeout_s=30).start()
+    load = RouteLoad(
+        process, system.url("gateway"), call, timeout_s=30, headers=system.api_headers
+    ).start()
     try:
         load.wait_ok(time.monotonic(), 60)
         old_pid, killed_at = crash(system.supervisor, process)

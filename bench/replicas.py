@@ -76,7 +76,7 @@ def spread(counts: dict[str, float]) -> dict[str, Any]:
 
 async def measure(system: LocalSystem, requests: int) -> Figures:
     bodies = [{"text": t} for t in texts()]
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(headers=system.api_headers, timeout=60) as client:
         call = poster(client, f"{system.url('gateway')}/v1/text/nlp", bodies)
         return await closed_loop(call, requests=requests, concurrency=CONCURRENCY, warmup=50)
 

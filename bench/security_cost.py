@@ -2,9 +2,9 @@
 
 Secure (the default everywhere): mTLS between sidecars with identities from sentry, the
 Dapr API token on every sidecar call, the app token on every call to an app, each callee's
-access-control policy, Redis with a password. Plain: none of it (`LocalSystem(secure=False)`,
-used only here). Each system runs gateway and sentiment; for each, the cached sentiment
-request by two routes:
+access-control policy. Plain: none of it (`LocalSystem(secure=False)`, used only here).
+Both keep the gateway's API key check and Redis's password. Each system runs gateway and
+sentiment; for each, the cached sentiment request by two routes:
 
     sidecar   client -> sentiment's daprd -> sentiment            (token checks, no mTLS)
     gateway   client -> gateway -> its daprd -> sentiment's daprd -> sentiment
@@ -68,7 +68,7 @@ async def measure(system: LocalSystem, requests: int) -> dict[str, Any]:
     sidecar = f"{system.sidecar_url('sentiment')}/v1.0/invoke/sentiment/method/v1/sentiment"
     routes = {
         "sidecar": (sidecar, system.sidecar_headers("sentiment")),
-        "gateway": (f"{system.url('gateway')}/v1/text/sentiment", {}),
+        "gateway": (f"{system.url('gateway')}/v1/text/sentiment", system.api_headers),
     }
     figures: dict[str, Any] = {}
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)

@@ -59,7 +59,7 @@ async def measure(system: LocalSystem, requests: int) -> dict[str, dict[str, Fig
     body = {"text": TEXT}
     results: dict[str, dict[str, Figures]] = {}
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(headers=system.api_headers, timeout=30, limits=limits) as client:
         routes: dict[str, Callable[[], Awaitable[bool]]] = {
             "in-process": lambda: in_process(analyzer),
             "direct": post(

@@ -91,7 +91,7 @@ async def measure_all(
     images = {"photo": photo(), "sign": sign()}
     out: dict[str, dict[str, dict[str, Figures]]] = {}
     local = in_process_calls()
-    async with httpx.AsyncClient(timeout=120) as client:
+    async with httpx.AsyncClient(headers=system.api_headers, timeout=120) as client:
         for name, (image, query, media) in CASES.items():
 
             async def through_gateway(

@@ -130,7 +130,7 @@ async def run(system: LocalSystem, rounds: int) -> list[Run]:
     # reused as the server closes it fails the request (seen once at c=50).
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=2.0)
     async with httpx.AsyncClient(
-        base_url=system.url("gateway"), timeout=60, limits=limits
+        base_url=system.url("gateway"), headers=system.api_headers, timeout=60, limits=limits
     ) as gateway:
         await closed_loop(gateway, engine, concurrency=5, workflows=20)  # warm-up
         results = []

@@ -29,8 +29,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     for code, text in {
         400: "The body is not valid JSON.",
         413: "The body is over the size limit.",
+        401: "No API key, or one that is unknown or revoked (`WWW-Authenticate` says how).",
+        403: "The API key lacks the scope this route needs; `detail` names it.",
         415: "The body is not JSON.",
         422: "A field breaks the contract; `errors` names each one and its limit.",
+        429: "The API key is over its rate; retry after the `Retry-After` seconds.",
         503: "The AI service did not answer in time; retry after the `Retry-After` seconds.",
     }.items()
 }

@@ -9,9 +9,11 @@ subscriptions in `apps.gateway.events`.
 from __future__ import annotations
 
 from fastapi import APIRouter
+from starlette.middleware import Middleware
 
 from apps.gateway import events
-from apps.gateway.calls import ERRORS, install_passthrough, kit
+from apps.gateway.calls import ERRORS, install_passthrough, kit, settings
+from apps.gateway.edge import ApiKeyMiddleware, api_key_middleware, install_edge
 from apps.gateway.routes import (
     anomalies,
     cases,
@@ -32,14 +34,19 @@ app = create_app(
     title="Consort API",
     description=(
         "The public API of Consort: AI services behind one versioned REST interface. "
-        "Every error is `application/problem+json` with the field, the limit and a trace id."
+        "Every error is `application/problem+json` with the field, the limit and a trace id. "
+        "Every route under `/v1` needs an API key with the scope the route names "
+        "(`Authorization: Bearer <key>` or `X-API-Key`); each key has its own rate limit."
     ),
-    docs_url="/docs",
+    docs_url=None,  # served by the edge, with a content security policy
+    redoc_url=None,
+    inner_middleware=[Middleware(ApiKeyMiddleware, **api_key_middleware(settings))],
     # The public API is reached from outside, not through the sidecar.
     public_paths=("/v1", "/docs", "/openapi.json", "/info"),
 )
 
 install_passthrough(app)
+install_edge(app, settings)
 
 # Every public route is under /v1 and may answer the shared problems (ERRORS).
 v1 = APIRouter(prefix="/v1", responses=ERRORS)

@@ -1,11 +1,21 @@
 """Settings of the gateway (env prefix `GATEWAY_`, shared ones `CONSORT_`)."""
 
+import os
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from consort.contracts.vision import MAX_IMAGE_BYTES
 from consort.contracts.workflows import MAX_TRIAGE_REQUEST_BYTES
+from consort.kit.keys import KEYS_FILE_NAME
 from consort.kit.settings import ServiceSettings, app_id_field
+
+
+def _run_folder_keys() -> Path | None:
+    """The keys file of the run folder the launcher names (`CONSORT_RUN_DIR`), if any."""
+    run_dir = os.environ.get("CONSORT_RUN_DIR")
+    return Path(run_dir) / KEYS_FILE_NAME if run_dir else None
 
 
 class GatewaySettings(ServiceSettings):
@@ -69,3 +79,14 @@ class GatewaySettings(ServiceSettings):
     )
     catalog_timeout_s: float = Field(default=2.0, description="How long the catalog waits per app.")
     dead_letters_kept: int = Field(default=100, description="Dead letters kept per topic.")
+    keys_file: Path | None = Field(
+        default_factory=_run_folder_keys,
+        description=(
+            "The API keys file (`consort keys` writes it; a mounted Secret on Kubernetes); "
+            "default `$CONSORT_RUN_DIR/gateway-keys.json`. Without it every /v1 call is 401."
+        ),
+    )
+    cors_origins: list[str] = Field(
+        default=[],
+        description="Browser origins allowed to call the API (JSON list); empty: CORS off.",
+    )

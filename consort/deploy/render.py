@@ -165,6 +165,20 @@ def app_container(sources: Sources, spec: AppSpec) -> Doc:
     }
 
 
+#: The gateway's API keys (hashes): the Secret `gateway-keys`, mounted read-only
+#: (docs/security.md, "On Kubernetes"); every pod re-reads it when the kubelet swaps it.
+KEYS_SECRET, KEYS_DIR = "gateway-keys", "/etc/consort/keys"
+
+
+def _mount_keys(pod: Doc) -> None:
+    pod["volumes"] = [{"name": "keys", "secret": {"secretName": KEYS_SECRET}}]
+    container = pod["containers"][0]
+    container["volumeMounts"] = [{"name": "keys", "mountPath": KEYS_DIR, "readOnly": True}]
+    container["env"].append(
+        {"name": "GATEWAY_KEYS_FILE", "value": f"{KEYS_DIR}/{KEYS_SECRET}.json"}
+    )
+
+
 def deployment(sources: Sources, spec: AppSpec, env: Environment) -> Doc:
     plan = sources.plan(spec.app_id)
     pod = {
@@ -174,6 +188,8 @@ def deployment(sources: Sources, spec: AppSpec, env: Environment) -> Doc:
         "securityContext": {"runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001},
         "containers": [app_container(sources, spec)],
     }
+    if spec.app_id == "gateway":
+        _mount_keys(pod)
     if env.replicas_of(plan) > 1:
         pod["topologySpreadConstraints"] = [
             {

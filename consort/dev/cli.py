@@ -9,6 +9,7 @@ consort logs NAME [-f] [-n 40]           the log of one process (nlp, nlp-daprd,
 consort serve MODULE:APP                 serve one app on $APP_PORT (used in dapr.yaml)
 consort workflows list|show|approve      cases and workflows, through the gateway
 consort k8s render|check                 write deploy/ (Kubernetes), or check it (make lint)
+consort keys create|list|revoke          the gateway's API keys (hashed in the run folder)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from consort.dev import workflows_cli
+from consort.dev import keys_cli, workflows_cli
 from consort.dev.control import ControlServer
 from consort.dev.instances import parse_scale
 from consort.dev.processes import (
@@ -41,6 +42,7 @@ from consort.dev.runtime import REPO, RuntimeMissing
 from consort.dev.scaling import Scaling
 from consort.dev.scaling import request as control_request
 from consort.dev.system import InfraPorts, LocalSystem, RunFile, default_run_dir
+from consort.kit.keys import DEV_KEY_FILE_NAME
 
 console = Console(stderr=True)
 
@@ -174,8 +176,14 @@ def _run(args: argparse.Namespace) -> int:
             "Ctrl-C (or `make stop`) stops everything."
         )
         if gateway:
+            key_file = run_dir / DEV_KEY_FILE_NAME
+            console.print(
+                f"API key (every scope; kept in {key_file}, `consort keys` makes others):\n"
+                f"  {system.api_key}"
+            )
             console.print(
                 f"try:  curl -s {gateway}/v1/text/sentiment -H 'content-type: application/json' "
+                f'-H "Authorization: Bearer $(cat {key_file})" '
                 '-d \'{"text": "Consort makes this easy!"}\''
             )
         _supervise(system, run_dir, app_ids, lambda: stopping)
@@ -402,9 +410,12 @@ def main(argv: list[str] | None = None) -> int:
     workflows_cli.add_parser(sub)
     k8s = sub.add_parser("k8s", help="Kubernetes manifests: render deploy/, or check it")
     k8s.add_argument("action", choices=("render", "check"))
+    keys_cli.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "workflows":
         return workflows_cli.run(args)
+    if args.command == "keys":
+        return keys_cli.run(args)
     if args.command == "k8s":
         # Imported here: the checks need dev-only packages that an app's image lacks.
         from consort.deploy import cli as deploy_cli

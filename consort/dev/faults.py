@@ -46,6 +46,7 @@ class RouteLoad:
         call: makes one request and returns its status.
         timeout_s: the client's timeout (a request still waiting then counts as a hang).
         max_s: the load stops by itself after this long.
+        headers: sent with every request (the gateway's API key).
     """
 
     name: str
@@ -53,6 +54,7 @@ class RouteLoad:
     call: Call
     timeout_s: float
     max_s: float = 180.0
+    headers: dict[str, str] = field(default_factory=dict)
     outcomes: list[Outcome] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -64,7 +66,9 @@ class RouteLoad:
 
     def _run(self) -> None:
         end = time.monotonic() + self.max_s
-        with httpx.Client(base_url=self.base_url, timeout=self.timeout_s) as client:
+        with httpx.Client(
+            base_url=self.base_url, headers=self.headers, timeout=self.timeout_s
+        ) as client:
             while not self._stop.is_set() and time.monotonic() < end:
                 started = time.monotonic()
                 try:

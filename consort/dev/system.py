@@ -39,6 +39,7 @@ from consort.dev.security import (
     RunSecrets,
     app_configuration,
 )
+from consort.kit.keys import dev_key
 
 
 @dataclass(frozen=True)
@@ -208,12 +209,31 @@ class LocalSystem:
         self._changing = threading.RLock()  # one scale or rollout at a time
         self._stopped = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._api_key: str | None = None
         self.supervisor.on_restart = self._restarting
         if tracing and (self.runtime.zipkin_jar is None or self.runtime.java is None):
             raise RuntimeMissing(
                 "tracing needs Zipkin's server and Java: run `make setup` "
                 "(or turn tracing off with CONSORT_TRACING=off)"
             )
+
+    # -- the gateway's API key -----------------------------------------------------------------
+    def ensure_api_key(self) -> str:
+        """The run folder's development key (every scope): the one in `<run_dir>/dev-key`,
+        or a new one; the gateways read the keys file beside it."""
+        if self._api_key is None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._api_key = dev_key(self.run_dir)
+        return self._api_key
+
+    @property
+    def api_key(self) -> str:
+        return self.ensure_api_key()
+
+    @property
+    def api_headers(self) -> dict[str, str]:
+        """The headers a client of the gateway sends: the development key."""
+        return {"Authorization": f"Bearer {self.api_key}"}
 
     # -- infrastructure -----------------------------------------------------------------------
     @property
@@ -850,6 +870,7 @@ class LocalSystem:
         """Start the infrastructure and the apps (all by default, each with the replicas
         `consort.yaml` asks for), and wait for all."""
         ids = app_ids or [a.app_id for a in self.run_file.apps]
+        self.ensure_api_key()
         self.start_infra()
         for app_id in ids:
             self.start_app(app_id)

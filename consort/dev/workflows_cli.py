@@ -16,6 +16,9 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from consort.dev.system import default_run_dir
+from consort.kit.keys import DEV_KEY_FILE_NAME
+
 DEFAULT_GATEWAY = "http://127.0.0.1:8000"
 STATUSES = ("open", "escalated", "closed", "failed", "all")
 
@@ -28,6 +31,12 @@ def add_parser(sub: Any) -> None:
         "--gateway",
         default=os.environ.get("CONSORT_GATEWAY_URL", DEFAULT_GATEWAY),
         help=f"the gateway's URL (default: $CONSORT_GATEWAY_URL or {DEFAULT_GATEWAY})",
+    )
+    gateway.add_argument(
+        "--api-key",
+        default=os.environ.get("CONSORT_API_KEY"),
+        help="an API key with the workflows and ops scopes "
+        f"(default: $CONSORT_API_KEY, or the run folder's {DEV_KEY_FILE_NAME})",
     )
     commands = parser.add_subparsers(dest="workflows_command", required=True)
     listing = commands.add_parser("list", help="cases, most recent first", parents=[gateway])
@@ -45,8 +54,10 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run `consort workflows <command>`; 0 on success, 1 when the gateway said no."""
     out = Console()
+    key = args.api_key or _dev_key()
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        with httpx.Client(base_url=args.gateway, timeout=10) as client:
+        with httpx.Client(base_url=args.gateway, headers=headers, timeout=10) as client:
             if args.workflows_command == "list":
                 return _list(client, out, args.status, args.limit)
             if args.workflows_command == "show":
@@ -55,6 +66,13 @@ def run(args: argparse.Namespace) -> int:
     except httpx.HTTPError as exc:
         Console(stderr=True).print(f"[red]gateway at {args.gateway} unreachable:[/red] {exc}")
         return 1
+
+
+def _dev_key() -> str | None:
+    try:
+        return (default_run_dir() / DEV_KEY_FILE_NAME).read_text().strip()
+    except FileNotFoundError:
+        return None
 
 
 def _problem(response: httpx.Response) -> int:

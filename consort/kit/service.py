@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from consort.contracts.catalog import Component, Route, ServiceInfo, SidecarInfo, Subscription
@@ -310,6 +311,7 @@ def create_app(
     description: str,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
     public_paths: Sequence[str] = (),
+    inner_middleware: Sequence[Middleware] = (),
     **fastapi_kwargs: Any,
 ) -> FastAPI:
     """Build the FastAPI app of a Consort service around `kit`.
@@ -321,6 +323,8 @@ def create_app(
         lifespan: the app's own start-up and shut-down (models: `ServiceKit.load_model`).
         public_paths: path prefixes reached from outside rather than through the sidecar
             (the gateway's API), open without the sidecar's app token (`AppTokenGuard`).
+        inner_middleware: run inside the kit's (within the trace, counted by the metrics),
+            outermost first: the gateway's API keys.
         **fastapi_kwargs: passed to FastAPI.
     """
     configure_logging(kit.settings.app_id, kit.settings.log_level)
@@ -344,6 +348,8 @@ def create_app(
         **fastapi_kwargs,
     )
     install_problem_handlers(app)
+    for middleware in reversed(inner_middleware):
+        app.add_middleware(middleware.cls, *middleware.args, **middleware.kwargs)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=kit.settings.max_body_bytes,

@@ -70,9 +70,19 @@ def test_consort_run_serves_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
             *apps,
             *(f"{a}-daprd" for a in apps),
         }
+        # The development key `make run` made, printed, and kept for its owner only.
+        key_file = run_dir / "dev-key"
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        key = key_file.read_text().strip()
+        auth = {"Authorization": f"Bearer {key}"}
+        refused = httpx.post(
+            f"{urls['gateway']['app']}/v1/text/sentiment", json={"text": "no key"}, timeout=10
+        )
+        assert refused.status_code == 401
         response = httpx.post(
             f"{urls['gateway']['app']}/v1/text/sentiment",
             json={"text": "Consort makes this easy!"},
+            headers=auth,
             timeout=10,
         )
         assert response.status_code == 200
@@ -82,24 +92,31 @@ def test_consort_run_serves_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
         analysis = httpx.post(
             f"{gateway}/v1/text/analyze",
             json={"text": "The battery is awful but the screen is gorgeous."},
+            headers=auth,
             timeout=10,
         ).json()
         aspects = {a["aspect"]: a["label"] for a in analysis["aspects"]}
         assert aspects == {"battery": "negative", "screen": "positive"}
         accepted = httpx.post(
-            f"{gateway}/v1/reviews", json={"reviews": [{"text": "Great phone, awful case."}]}
+            f"{gateway}/v1/reviews",
+            json={"reviews": [{"text": "Great phone, awful case."}]},
+            headers=auth,
         )
         assert accepted.status_code == 202
         (review_id,) = accepted.json()["ids"]
         wait_until(
             "the review's analysis",
-            lambda: httpx.get(f"{gateway}/v1/reviews/{review_id}").json()["status"] == "complete",
+            lambda: (
+                httpx.get(f"{gateway}/v1/reviews/{review_id}", headers=auth).json()["status"]
+                == "complete"
+            ),
             30,
             [],
         )
         output = (tmp_path / "consort-run.log").read_text()
         assert "Consort is running" in output
         assert urls["gateway"]["app"] + "/docs" in output
+        assert key in output  # the first screen shows the development key
     finally:
         launcher.send_signal(signal.SIGINT)  # what Ctrl-C sends
         launcher.wait(30)

@@ -38,12 +38,18 @@ def daily_cycle(n: int, spike_at: int | None = None) -> list[float]:
 
 def post_points(system: LocalSystem, series: str, body: dict[str, Any], **params: Any) -> Any:
     return httpx.post(
-        f"{system.url('gateway')}/v1/metrics/{series}/points", json=body, params=params, timeout=30
+        f"{system.url('gateway')}/v1/metrics/{series}/points",
+        headers=system.api_headers,
+        json=body,
+        params=params,
+        timeout=30,
     )
 
 
 def snapshot(system: LocalSystem, series: str) -> httpx.Response:
-    return httpx.get(f"{system.url('gateway')}/v1/metrics/{series}", timeout=10)
+    return httpx.get(
+        f"{system.url('gateway')}/v1/metrics/{series}", headers=system.api_headers, timeout=10
+    )
 
 
 def test_a_seasonal_spike_is_scored_published_and_reaches_subscribers(system: LocalSystem) -> None:
@@ -71,7 +77,10 @@ def test_a_seasonal_spike_is_scored_published_and_reaches_subscribers(system: Lo
     # The anomaly left as an `anomalies.detected` event; the gateway keeps it.
     def recent() -> list[dict[str, Any]]:
         response = httpx.get(
-            f"{system.url('gateway')}/v1/anomalies", params={"series": series}, timeout=10
+            f"{system.url('gateway')}/v1/anomalies",
+            headers=system.api_headers,
+            params={"series": series},
+            timeout=10,
         )
         return response.json()["anomalies"]
 
@@ -140,7 +149,9 @@ def test_a_malformed_event_goes_to_the_dead_letter_topic(system: LocalSystem) ->
 
     def dead_letter_ids() -> list[str]:
         response = httpx.get(
-            f"{system.url('gateway')}/v1/ops/dead-letters/metrics.observed", timeout=10
+            f"{system.url('gateway')}/v1/ops/dead-letters/metrics.observed",
+            headers=system.api_headers,
+            timeout=10,
         )
         return [d["id"] for d in response.json()["dead_letters"]]
 
@@ -198,7 +209,9 @@ def test_another_config_for_an_existing_series_is_a_conflict(system: LocalSystem
     response = post_points(system, series, {"points": points([3.0]), "config": {"period": 7}})
     assert response.status_code == 409
     assert "delete it first" in response.json()["detail"]
-    deleted = httpx.delete(f"{system.url('gateway')}/v1/metrics/{series}", timeout=10)
+    deleted = httpx.delete(
+        f"{system.url('gateway')}/v1/metrics/{series}", headers=system.api_headers, timeout=10
+    )
     assert deleted.status_code == 204
     assert snapshot(system, series).status_code == 404
     retried = post_points(system, series, {"points": points([3.0]), "config": {"period": 7}})
@@ -208,7 +221,10 @@ def test_another_config_for_an_existing_series_is_a_conflict(system: LocalSystem
 def test_offline_detection_finds_the_spike(system: LocalSystem) -> None:
     values = daily_cycle(24 * 6, spike_at=24 * 5)
     response = httpx.post(
-        f"{system.url('gateway')}/v1/anomalies/detect", json={"values": values}, timeout=30
+        f"{system.url('gateway')}/v1/anomalies/detect",
+        headers=system.api_headers,
+        json={"values": values},
+        timeout=30,
     )
     assert response.status_code == 200, response.text
     result = response.json()
@@ -261,7 +277,7 @@ def test_bad_input_is_a_clear_422(
     response = httpx.post(
         f"{system.url('gateway')}/v1/{path}",
         content=json.dumps(body),  # as sent by clients that write NaN and Infinity
-        headers={"content-type": "application/json"},
+        headers={"content-type": "application/json", **system.api_headers},
         timeout=10,
     )
     assert response.status_code == 422, response.text
@@ -272,6 +288,8 @@ def test_bad_input_is_a_clear_422(
 
 
 def test_a_series_id_that_cannot_name_an_actor_is_rejected(system: LocalSystem) -> None:
-    response = httpx.get(f"{system.url('gateway')}/v1/metrics/{'x' * 201}", timeout=10)
+    response = httpx.get(
+        f"{system.url('gateway')}/v1/metrics/{'x' * 201}", headers=system.api_headers, timeout=10
+    )
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "path.series"

@@ -83,7 +83,9 @@ def _sidecar_of(system: LocalSystem, app_id: str) -> Sidecar:
 
 
 def test_bad_images_through_the_gateway_leave_vision_serving(system: LocalSystem) -> None:
-    with httpx.Client(base_url=system.url("gateway"), timeout=60) as api:
+    with httpx.Client(
+        base_url=system.url("gateway"), headers=system.api_headers, timeout=60
+    ) as api:
         for route in ("/v1/images/analyze?features=quality", "/v1/images/redact"):
             for i in range(REPEAT):
                 body, media = BAD_IMAGES[i % len(BAD_IMAGES)]
@@ -96,7 +98,9 @@ def test_bad_images_through_the_gateway_leave_vision_serving(system: LocalSystem
 
 
 def test_bad_texts_through_the_gateway_leave_the_services_serving(system: LocalSystem) -> None:
-    with httpx.Client(base_url=system.url("gateway"), timeout=30) as api:
+    with httpx.Client(
+        base_url=system.url("gateway"), headers=system.api_headers, timeout=30
+    ) as api:
         for route in ("/v1/text/sentiment", "/v1/text/nlp", "/v1/text/analyze"):
             for i in range(REPEAT):
                 bad = api.post(route, json={"text": ["   ", "y" * 5_001, ""][i % 3]})
@@ -175,7 +179,10 @@ def test_an_unreachable_service_still_opens_the_breaker(system: LocalSystem) -> 
     eventually(
         lambda: (
             httpx.post(
-                f"{system.url('gateway')}/v1/text/sentiment", json={"text": "back"}, timeout=10
+                f"{system.url('gateway')}/v1/text/sentiment",
+                headers=system.api_headers,
+                json={"text": "back"},
+                timeout=10,
             ).status_code
         ),
         lambda status: status == 200,

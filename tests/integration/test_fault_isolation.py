@@ -29,6 +29,7 @@ def test_gateway_answers_503_within_its_deadline(system: LocalSystem, sentiment_
     started = time.monotonic()
     response = httpx.post(
         f"{system.url('gateway')}/v1/text/sentiment",
+        headers=system.api_headers,
         json={"text": "is anyone there?"},
         timeout=DEADLINE_S + 5,
     )
@@ -40,7 +41,9 @@ def test_gateway_answers_503_within_its_deadline(system: LocalSystem, sentiment_
     # The gateway itself stays healthy: the fault is isolated to the sentiment service,
     # and its catalog says which service is missing.
     assert httpx.get(f"{system.url('gateway')}/healthz").status_code == 200
-    catalog = httpx.get(f"{system.url('gateway')}/v1/catalog", timeout=10).json()
+    catalog = httpx.get(
+        f"{system.url('gateway')}/v1/catalog", headers=system.api_headers, timeout=10
+    ).json()
     status = {s["app_id"]: s["status"] for s in catalog["services"]}
     assert status == {
         "gateway": "available",
@@ -60,6 +63,7 @@ def test_service_recovers_after_restart(system: LocalSystem) -> None:
     system.wait_app("sentiment")
     response = httpx.post(
         f"{system.url('gateway')}/v1/text/sentiment",
+        headers=system.api_headers,
         json={"text": "back again, great"},
         timeout=10,
     )

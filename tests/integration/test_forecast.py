@@ -14,7 +14,9 @@ from consort.dev.system import LocalSystem
 
 @pytest.fixture
 def api(system: LocalSystem) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=system.url("gateway"), timeout=30) as client:
+    with httpx.Client(
+        base_url=system.url("gateway"), headers=system.api_headers, timeout=30
+    ) as client:
         yield client
 
 

@@ -21,7 +21,9 @@ REVIEW = "The battery is awful but the screen is gorgeous. I bought it from Appl
 
 @pytest.fixture
 def api(system: LocalSystem) -> httpx.Client:
-    with httpx.Client(base_url=system.url("gateway"), timeout=15) as client:
+    with httpx.Client(
+        base_url=system.url("gateway"), headers=system.api_headers, timeout=15
+    ) as client:
         yield client
 
 

@@ -30,7 +30,10 @@ def _walk(nodes: list[Any]) -> list[Any]:
 def traced_request(system: LocalSystem) -> tuple[str, list[dict[str, Any]]]:
     """One gateway request, and its trace once the apps and both sidecars reported."""
     response = httpx.post(
-        f"{system.url('gateway')}/v1/text/sentiment", json={"text": unique_text()}, timeout=10
+        f"{system.url('gateway')}/v1/text/sentiment",
+        headers=system.api_headers,
+        json={"text": unique_text()},
+        timeout=10,
     )
     assert response.status_code == 200
     trace_id = response.headers["x-trace-id"]
@@ -74,7 +77,9 @@ def test_a_published_event_links_producer_and_consumer(system: LocalSystem) -> N
 
 
 def test_a_problem_carries_the_trace_that_recorded_it(system: LocalSystem) -> None:
-    response = httpx.post(f"{system.url('gateway')}/v1/text/sentiment", json={"text": ""})
+    response = httpx.post(
+        f"{system.url('gateway')}/v1/text/sentiment", headers=system.api_headers, json={"text": ""}
+    )
     problem = response.json()
     assert response.status_code == 422
     spans = eventually(
@@ -86,6 +91,7 @@ def test_a_problem_carries_the_trace_that_recorded_it(system: LocalSystem) -> No
 def test_apps_and_sidecars_expose_metrics(system: LocalSystem) -> None:
     httpx.post(
         f"{system.url('gateway')}/v1/text/sentiment/batch",
+        headers=system.api_headers,
         json={"texts": [unique_text(), unique_text()]},
         timeout=10,
     )
@@ -115,7 +121,10 @@ def test_readiness_waits_for_the_sidecar(system: LocalSystem) -> None:
     eventually(
         lambda: (
             httpx.post(
-                f"{system.url('gateway')}/v1/text/sentiment", json={"text": "back"}, timeout=10
+                f"{system.url('gateway')}/v1/text/sentiment",
+                headers=system.api_headers,
+                json={"text": "back"},
+                timeout=10,
             ).status_code
         ),
         lambda status: status == 200,
@@ -124,7 +133,9 @@ def test_readiness_waits_for_the_sidecar(system: LocalSystem) -> None:
 
 
 def test_catalog_reads_the_running_system(system: LocalSystem) -> None:
-    response = httpx.get(f"{system.url('gateway')}/v1/catalog", timeout=10)
+    response = httpx.get(
+        f"{system.url('gateway')}/v1/catalog", headers=system.api_headers, timeout=10
+    )
     assert response.status_code == 200
     services = {s["app_id"]: s for s in response.json()["services"]}
     assert set(services) == {

@@ -29,7 +29,9 @@ DEADLINE_S = 30
 
 @pytest.fixture
 def api(system: LocalSystem) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=system.url("gateway"), timeout=10) as client:
+    with httpx.Client(
+        base_url=system.url("gateway"), headers=system.api_headers, timeout=10
+    ) as client:
         yield client
 
 
@@ -405,7 +407,7 @@ def test_models_swap_under_load_without_a_failed_request(api: httpx.Client, ns: 
     answers: list[tuple[int, int | None]] = []
 
     def load(path: str) -> None:
-        with httpx.Client(base_url=api.base_url, timeout=10) as client:
+        with httpx.Client(base_url=api.base_url, headers=api.headers, timeout=10) as client:
             while not stop.is_set():
                 try:
                     response = client.get(path)

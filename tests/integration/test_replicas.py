@@ -65,6 +65,7 @@ class Load:
 
     url: str
     body: dict[str, str]
+    headers: dict[str, str]
     statuses: Counter[int] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -90,7 +91,7 @@ class Load:
         # A fresh connection per request: no request can race a keep-alive connection the
         # server is closing, so a reset here is the system's failure, not the client's.
         limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=0)
-        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        async with httpx.AsyncClient(headers=self.headers, timeout=30, limits=limits) as client:
 
             async def worker() -> None:
                 while not self._stop.is_set() and loop.time() < end:
@@ -117,7 +118,7 @@ class Load:
 
 def nlp_load(system: LocalSystem) -> Load:
     text = "The battery of the Pixel died in London after two days."
-    return Load(f"{system.url('gateway')}/v1/text/nlp", {"text": text})
+    return Load(f"{system.url('gateway')}/v1/text/nlp", {"text": text}, system.api_headers)
 
 
 def served(system: LocalSystem, app_id: str) -> dict[str, float]:
@@ -220,7 +221,9 @@ def test_rollout_under_load_fails_no_request_and_both_versions_serve(
             seen[sentiment_versions(replicas)] += 1
 
     text = "Consort rolls out without dropping a request."
-    with Load(f"{replicas.url('gateway')}/v1/text/sentiment", {"text": text}) as load:
+    with Load(
+        f"{replicas.url('gateway')}/v1/text/sentiment", {"text": text}, replicas.api_headers
+    ) as load:
         load.wait_for(100)
         watcher = threading.Thread(target=watch_versions, daemon=True)
         watcher.start()

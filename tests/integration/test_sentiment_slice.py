@@ -18,7 +18,9 @@ from tests.integration.helpers import eventually, unique_text
 
 @pytest.fixture
 def api(system: LocalSystem) -> httpx.Client:
-    with httpx.Client(base_url=system.url("gateway"), timeout=10) as client:
+    with httpx.Client(
+        base_url=system.url("gateway"), headers=system.api_headers, timeout=10
+    ) as client:
         yield client
 
 

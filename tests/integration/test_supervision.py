@@ -127,7 +127,9 @@ def test_a_crash_costs_only_the_routes_that_need_the_process(
     supervised: LocalSystem, case: Crash
 ) -> None:
     loads = {
-        name: RouteLoad(name, supervised.url("gateway"), call, CLIENT_TIMEOUT_S).start()
+        name: RouteLoad(
+            name, supervised.url("gateway"), call, CLIENT_TIMEOUT_S, headers=supervised.api_headers
+        ).start()
         for name, call in ROUTES.items()
     }
     try:
@@ -164,7 +166,9 @@ def test_a_crash_costs_only_the_routes_that_need_the_process(
 
 
 def test_reviews_and_interactions_are_applied_exactly_once(supervised: LocalSystem) -> None:
-    with httpx.Client(base_url=supervised.url("gateway"), timeout=CLIENT_TIMEOUT_S) as api:
+    with httpx.Client(
+        base_url=supervised.url("gateway"), headers=supervised.api_headers, timeout=CLIENT_TIMEOUT_S
+    ) as api:
         # A submission answered 503 is sent again (resubmission is idempotent).
         for review_id in refused_reviews:
             review = {"id": review_id, "text": "Great kettle from Acme, boils fast."}

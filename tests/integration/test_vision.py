@@ -44,7 +44,9 @@ def png_bomb(width: int = 20_000, height: int = 20_000) -> bytes:
 
 @pytest.fixture
 def api(system: LocalSystem) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=system.url("gateway"), timeout=60) as client:
+    with httpx.Client(
+        base_url=system.url("gateway"), headers=system.api_headers, timeout=60
+    ) as client:
         yield client
 
 

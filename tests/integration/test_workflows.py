@@ -37,7 +37,9 @@ NEVER_S = 600
 
 @pytest.fixture
 def api(system: LocalSystem) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=system.url("gateway"), timeout=30) as client:
+    with httpx.Client(
+        base_url=system.url("gateway"), headers=system.api_headers, timeout=30
+    ) as client:
         yield client
 
 
@@ -478,7 +480,7 @@ def test_the_cli_lists_shows_and_approves_a_case(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("COLUMNS", "250")
-    gateway = ["--gateway", system.url("gateway")]
+    gateway = ["--gateway", system.url("gateway"), "--api-key", system.api_key]
     wid = start(api, product="Acme kettle", decision_timeout_s=NEVER_S)
     wait_step(api, wid, "awaiting_decision")
     capsys.readouterr()

@@ -73,6 +73,7 @@ def test_domain_modules_import_neither_fastapi_nor_dapr() -> None:
         "events.py",  # event handlers
         "settings.py",
         "calls.py",  # gateway: calls to the services and their problems
+        "edge.py",  # gateway: API keys, rate limits, CORS and security headers
         "image_upload.py",  # gateway: multipart and raw image bodies
         "orchestrator.py",  # gateway: forwarding to the orchestrator
         "engine.py",  # orchestrator: the workflow runtime's lifecycle

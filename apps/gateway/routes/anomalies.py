@@ -8,12 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from apps.gateway.calls import SidecarDep, forward, settings
+from apps.gateway.edge import requires
 from apps.gateway.read_models import RECENT_ANOMALIES_KEY
 from consort.contracts.anomaly import SERIES_ID_PATTERN, DetectRequest, DetectResult
 from consort.contracts.gateway import RecentAnomalies
 from consort.kit.events import read_tracked
 
-router = APIRouter(prefix="/anomalies", tags=["anomalies"])
+router = APIRouter(prefix="/anomalies", tags=["anomalies"], dependencies=[requires("timeseries")])
 
 
 @router.post("/detect", response_model=DetectResult)

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Query, Response
 from fastapi import Path as PathParam
 
 from apps.gateway.calls import SidecarDep
+from apps.gateway.edge import requires
 from apps.gateway.orchestrator import call_orchestrator
 from consort.contracts.cases import INSTANCE_ID_PATTERN, Case, CaseList, CaseStatus
 from consort.contracts.common import Problem
 
-router = APIRouter(prefix="/cases", tags=["cases"])
+router = APIRouter(prefix="/cases", tags=["cases"], dependencies=[requires("workflows")])
 
 
 @router.get("", response_model=CaseList)

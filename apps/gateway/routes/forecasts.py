@@ -7,9 +7,10 @@ from typing import Any
 from fastapi import APIRouter
 
 from apps.gateway.calls import SidecarDep, forward, settings
+from apps.gateway.edge import requires
 from consort.contracts.forecast import ForecastRequest, ForecastResponse
 
-router = APIRouter(prefix="/forecasts", tags=["forecasts"])
+router = APIRouter(prefix="/forecasts", tags=["forecasts"], dependencies=[requires("timeseries")])
 
 
 @router.post("", response_model=ForecastResponse)

@@ -10,10 +10,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from apps.gateway.calls import SidecarDep, forward, settings
+from apps.gateway.edge import requires
 from apps.gateway.image_upload import IMAGE_BODY, parse_features, read_image
 from consort.contracts.vision import IMAGE_MEDIA_TYPES, FaceModel, ImageAnalysis
 
-router = APIRouter(prefix="/images", tags=["images"])
+router = APIRouter(prefix="/images", tags=["images"], dependencies=[requires("images")])
 
 FaceModelQuery = Annotated[FaceModel, Query(description="Face detector.")]
 

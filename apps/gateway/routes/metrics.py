@@ -16,6 +16,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
 from apps.gateway.calls import SidecarDep, forward, settings
+from apps.gateway.edge import requires
 from consort.contracts.anomaly import (
     METRICS_OBSERVED,
     SERIES_ID_PATTERN,
@@ -26,7 +27,7 @@ from consort.contracts.anomaly import (
 )
 from consort.contracts.gateway import PointsAccepted
 
-router = APIRouter(prefix="/metrics", tags=["metrics"])
+router = APIRouter(prefix="/metrics", tags=["metrics"], dependencies=[requires("timeseries")])
 
 SeriesId = Annotated[
     str, PathParam(pattern=SERIES_ID_PATTERN, description="The series id (1 to 200 characters).")

@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from fastapi import Path as PathParam
 
 from apps.gateway.calls import SidecarDep, forward, settings
+from apps.gateway.edge import requires
 from apps.gateway.read_models import DEAD_LETTERS_KEY
 from consort.contracts.catalog import Catalog, CatalogEntry, ServiceInfo
 from consort.contracts.gateway import DeadLetters
@@ -17,7 +18,7 @@ from consort.contracts.recommender import ModelStatus, RetrainAccepted
 from consort.kit.dapr import Sidecar, TargetUnavailable
 from consort.kit.events import read_tracked
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], dependencies=[requires("ops")])
 
 
 @router.get("/ops/dead-letters/{topic}", response_model=DeadLetters)

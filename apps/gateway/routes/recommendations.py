@@ -16,6 +16,7 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel
 
 from apps.gateway.calls import SidecarDep, forward, settings
+from apps.gateway.edge import requires
 from apps.gateway.interactions import recorded
 from consort.contracts.common import Problem
 from consort.contracts.events import INTERACTIONS_RECORDED, topic
@@ -37,7 +38,7 @@ from consort.contracts.recommender import (
 from consort.kit.dapr import Sidecar, SidecarError
 from consort.kit.errors import unavailable
 
-router = APIRouter(tags=["recommendations"])
+router = APIRouter(tags=["recommendations"], dependencies=[requires("recommendations")])
 
 K = Annotated[int, Query(ge=1, le=K_MAX, description=f"How many items, 1 to {K_MAX}.")]
 NOT_LEARNT: dict[int | str, dict[str, Any]] = {

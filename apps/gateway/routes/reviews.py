@@ -15,6 +15,7 @@ from fastapi import APIRouter
 from fastapi import Path as PathParam
 
 from apps.gateway.calls import SidecarDep, settings
+from apps.gateway.edge import requires
 from apps.gateway.read_models import REVIEW_KEY, REVIEW_TTL_S
 from consort.contracts.common import Problem
 from consort.contracts.events import REVIEWS_SUBMITTED
@@ -28,7 +29,7 @@ from consort.contracts.reviews import (
 )
 from consort.kit.errors import ProblemError, unavailable
 
-router = APIRouter(prefix="/reviews", tags=["reviews"])
+router = APIRouter(prefix="/reviews", tags=["reviews"], dependencies=[requires("text")])
 
 
 @router.post(

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from apps.gateway.calls import SidecarDep, call_service, settings
+from apps.gateway.edge import requires
 from apps.gateway.read_models import STATS_KEY
 from consort.contracts.analysis import TextAnalysis, aspect_sentiments
 from consort.contracts.gateway import AnalyzeRequest, TextStats
@@ -20,7 +21,7 @@ from consort.contracts.sentiment import (
 )
 from consort.kit.events import read_tracked
 
-router = APIRouter(prefix="/text", tags=["text"])
+router = APIRouter(prefix="/text", tags=["text"], dependencies=[requires("text")])
 
 
 @router.post("/sentiment", response_model=SentimentResult)

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Body, Response
 from fastapi import Path as PathParam
 
 from apps.gateway.calls import SidecarDep, forward, settings
+from apps.gateway.edge import requires
 from apps.gateway.orchestrator import call_orchestrator
 from consort.contracts.cases import INSTANCE_ID_PATTERN, DecisionIn
 from consort.contracts.common import Problem
@@ -31,12 +32,17 @@ NOT_FOUND: Responses = {404: {"model": Problem, "description": "No workflow with
 CONFLICT: Responses = {409: {"model": Problem, "description": "Not possible in its state."}}
 InstanceId = Annotated[str, PathParam(pattern=INSTANCE_ID_PATTERN)]
 SCHEDULE = "v1/workflows/forecast-and-alert/schedule"
+#: Starting workflows and reading them needs `workflows`; deciding, stopping, purging and
+#: scheduling them is an operator's (`ops`).
+RUN = [requires("workflows")]
+OPERATE = [requires("ops")]
 
 router = APIRouter(prefix="/workflows", tags=["workflows"])
 
 
 @router.post(
     "/review-triage",
+    dependencies=RUN,
     response_model=WorkflowStarted,
     status_code=202,
     responses={
@@ -61,7 +67,9 @@ async def start_review_triage(
     return await call_orchestrator(sc, "v1/workflows/review-triage", response, json=body)
 
 
-@router.post("/forecast-and-alert", response_model=WorkflowStarted, status_code=202)
+@router.post(
+    "/forecast-and-alert", dependencies=RUN, response_model=WorkflowStarted, status_code=202
+)
 async def run_forecast_and_alert(
     request: ForecastRunRequest, sc: SidecarDep, response: Response
 ) -> Any:
@@ -71,13 +79,15 @@ async def run_forecast_and_alert(
     return await call_orchestrator(sc, "v1/workflows/forecast-and-alert", response, json=body)
 
 
-@router.get("/forecast-and-alert/schedule", response_model=ForecastScheduleInfo)
+@router.get("/forecast-and-alert/schedule", dependencies=RUN, response_model=ForecastScheduleInfo)
 async def get_forecast_schedule(sc: SidecarDep, response: Response) -> Any:
     """The forecast schedule (a Dapr job on the scheduler) and its latest runs."""
     return await call_orchestrator(sc, SCHEDULE, response, http_method="GET")
 
 
-@router.put("/forecast-and-alert/schedule", response_model=ForecastScheduleInfo)
+@router.put(
+    "/forecast-and-alert/schedule", dependencies=OPERATE, response_model=ForecastScheduleInfo
+)
 async def put_forecast_schedule(
     schedule: ForecastSchedule, sc: SidecarDep, response: Response
 ) -> Any:
@@ -87,14 +97,19 @@ async def put_forecast_schedule(
     )
 
 
-@router.delete("/forecast-and-alert/schedule", status_code=204, response_class=Response)
+@router.delete(
+    "/forecast-and-alert/schedule",
+    dependencies=OPERATE,
+    status_code=204,
+    response_class=Response,
+)
 async def delete_forecast_schedule(sc: SidecarDep) -> Response:
     """Stop the scheduled forecast runs."""
     await forward(sc, settings.orchestrator_app_id, SCHEDULE, http_method="DELETE")
     return Response(status_code=204)
 
 
-@router.get("/{instance_id}", response_model=WorkflowInfo, responses=NOT_FOUND)
+@router.get("/{instance_id}", dependencies=RUN, response_model=WorkflowInfo, responses=NOT_FOUND)
 async def get_workflow(instance_id: InstanceId, sc: SidecarDep, response: Response) -> Any:
     """A workflow's status (`running`, `completed`, `failed`, `terminated`, ...), its
     current step, input, output (the triage result) and failure."""
@@ -103,6 +118,7 @@ async def get_workflow(instance_id: InstanceId, sc: SidecarDep, response: Respon
 
 @router.post(
     "/{instance_id}/events/decision",
+    dependencies=OPERATE,
     response_model=WorkflowInfo,
     status_code=202,
     responses={**NOT_FOUND, **CONFLICT},
@@ -122,6 +138,7 @@ async def raise_decision(
 
 @router.post(
     "/{instance_id}/terminate",
+    dependencies=OPERATE,
     response_model=WorkflowInfo,
     status_code=202,
     responses={**NOT_FOUND, **CONFLICT},
@@ -143,6 +160,7 @@ async def terminate_workflow(
 
 @router.delete(
     "/{instance_id}",
+    dependencies=OPERATE,
     status_code=204,
     response_class=Response,
     responses={**NOT_FOUND, **CONFLICT},
