@@ -53,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from statsmodels.tsa.seasonal import STL
 from statsmodels.tsa.stattools import acf
 
+from apps.anomaly.robust import RunningSpread
 from apps.anomaly.smoothing import fit_smoother
 from consort.contracts.anomaly import (
     MAX_PERIOD,
@@ -70,6 +71,14 @@ STATSMODELS_VERSION = version("statsmodels")
 STL_ROBUST_PASSES = 3
 #: Errors beyond this many robust deviations move the level as if they were this far out.
 HUBER_K = 2.0
+#: The window of a series whose period is learnt: long enough to see a period of 240 steps
+#: three times over (the autocorrelation looks at lags up to a third of the window).
+LEARNING_WINDOW = 720
+#: Points seen before the first fit when the period is learnt: enough errors behind the
+#: first scale for a smooth season, unseen yet, not to look anomalous.
+LEARNING_MIN_POINTS = 30
+#: Fewest points between two automatic fits.
+REFIT_MIN_POINTS = 100
 
 
 def _stl(y: NDArray[np.float64], period: int) -> Any:
@@ -89,35 +98,48 @@ class DetectorConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    period: int = Field(default=1, ge=1, le=MAX_PERIOD, description="Season length in steps.")
-    step: float = Field(default=1.0, gt=0, description="Spacing of points, in timestamp units.")
+    period: int = Field(
+        default=1,
+        ge=0,
+        le=MAX_PERIOD,
+        description="Season length in steps; 0: learnt from the points seen (at every fit).",
+    )
+    step: float = Field(
+        default=1.0,
+        ge=0,
+        description="Spacing of points, in timestamp units; 0: learnt at the first fit.",
+    )
     threshold: float = Field(default=5.0, gt=0, description="|robust z| above this: anomalous.")
     window: int = Field(default=0, ge=0, le=MAX_WINDOW, description="Points kept (0: auto).")
     refit_every: int = Field(default=0, ge=0, description="Points between fits (0: auto).")
     residual_window: int = Field(default=200, ge=10, description="Residuals behind the scale.")
 
     @property
-    def window_points(self) -> int:
-        return self.window or min(MAX_WINDOW, max(200, 5 * self.period))
+    def learns_period(self) -> bool:
+        return self.period == 0
 
-    @property
-    def refit_points(self) -> int:
-        return self.refit_every or max(50, self.period)
+    def window_points(self, period: int) -> int:
+        """Points kept while the period in use is `period`."""
+        shortest = LEARNING_WINDOW if self.learns_period else 200
+        return self.window or min(MAX_WINDOW, max(shortest, 5 * period))
 
-    @property
-    def seasonal(self) -> bool:
-        return self.period > 1
+    def refit_points(self, period: int) -> int:
+        return self.refit_every or max(REFIT_MIN_POINTS, period)
 
     @property
     def min_points(self) -> int:
         """Points needed before the first fit."""
-        return 2 * self.period + 1 if self.seasonal else 10
+        if self.learns_period:
+            return LEARNING_MIN_POINTS
+        return 2 * self.period + 1 if self.period > 1 else 10
 
 
 class DetectorState(BaseModel):
     """Everything a detector knows: JSON-serialisable, what an actor keeps in its state."""
 
     config: DetectorConfig = Field(default_factory=DetectorConfig)
+    period: int = Field(default=1, description="The period in use (learnt when config's is 0).")
+    step: float = Field(default=0.0, description="The spacing in use (0: not learnt yet).")
     origin: float | None = Field(default=None, description="Timestamp of the first point.")
     # The window, oldest first, and the verdict on each point (None while warming up).
     timestamps: list[float] = Field(default_factory=list)
@@ -139,9 +161,11 @@ class DetectorState(BaseModel):
     observed: int = Field(default=0, description="Points accepted since the series began.")
 
 
-def model_info(config: DetectorConfig) -> ModelInfo:
-    """The name and version of the method scoring a series with `config`."""
-    name = "stl-robust-z" if config.seasonal else "ses-robust-z"
+def model_info(config: DetectorConfig, period: int | None = None) -> ModelInfo:
+    """The name and version of the method scoring a series with `config` (and, when the
+    period is learnt, `period` in use)."""
+    in_use = period if period is not None else config.period
+    name = "stl-robust-z" if in_use > 1 else "ses-robust-z"
     return ModelInfo(name=name, version=STATSMODELS_VERSION)
 
 
@@ -151,10 +175,12 @@ class AnomalyDetector:
 
     def __init__(self, state: DetectorState | None = None, *, config: DetectorConfig | None = None):
         if state is None:
-            state = DetectorState(config=config or DetectorConfig())
+            config = config or DetectorConfig()
+            state = DetectorState(config=config, period=config.period or 1, step=config.step)
         elif config is not None and config != state.config:
             raise ValueError("give a config or a state, not both")
         self.state = state
+        self._spread = RunningSpread(state.residuals)
 
     @property
     def config(self) -> DetectorConfig:
@@ -162,11 +188,15 @@ class AnomalyDetector:
 
     @property
     def model(self) -> ModelInfo:
-        return model_info(self.config)
+        return model_info(self.config, self.state.period)
+
+    @property
+    def window_points(self) -> int:
+        return self.config.window_points(self.state.period)
 
     def _phase(self, timestamp: float) -> int:
         origin = self.state.origin if self.state.origin is not None else timestamp
-        return round((timestamp - origin) / self.config.step) % self.config.period
+        return round((timestamp - origin) / self.state.step) % self.state.period
 
     def _stored(self, index: int, status: ScoreStatus) -> PointScore:
         s = self.state
@@ -214,11 +244,11 @@ class AnomalyDetector:
         s.scores.append(verdict.score if verdict else None)
         s.observed += 1
         s.since_fit += 1
-        overflow = len(s.timestamps) - self.config.window_points
+        overflow = len(s.timestamps) - self.window_points
         if overflow > 0:
             for column in (s.timestamps, s.values, s.expected, s.half_width, s.scores):
                 del column[:overflow]
-        due = s.since_fit >= self.config.refit_points
+        due = s.since_fit >= self.config.refit_points(s.period)
         if (not s.fitted and len(s.values) >= self.config.min_points) or (s.fitted and due):
             self.refit()
         if verdict is None:
@@ -230,9 +260,8 @@ class AnomalyDetector:
         seasonal = s.seasonal[self._phase(timestamp)] if s.seasonal else 0.0
         expected = s.level + s.phi * s.slope + seasonal
         residual = value - expected
-        recent = np.asarray(s.residuals, dtype=float)
-        center = float(np.median(recent)) if recent.size else 0.0
-        mad = float(np.median(np.abs(recent - center))) if recent.size else 0.0
+        center = self._spread.median()
+        mad = self._spread.mad(center)
         # A floor keeps a perfectly regular series from dividing by zero: any change in it
         # is then (rightly) far out.
         scale = max(MAD_TO_SIGMA * mad, 1e-9 * (1.0 + abs(expected)))
@@ -246,8 +275,9 @@ class AnomalyDetector:
         s.slope = s.phi * s.slope + s.beta * step
         clipped = min(max(residual, center - threshold * scale), center + threshold * scale)
         s.residuals.append(clipped)
-        if len(s.residuals) > self.config.residual_window:
-            del s.residuals[: len(s.residuals) - self.config.residual_window]
+        self._spread.add(clipped)
+        while len(s.residuals) > self.config.residual_window:
+            self._spread.remove(s.residuals.pop(0))
         half = threshold * scale
         return PointScore(
             timestamp=timestamp,
@@ -264,10 +294,23 @@ class AnomalyDetector:
         """The window on a regular grid of steps (gaps interpolated), and its step indices."""
         s = self.state
         origin = s.origin if s.origin is not None else 0.0
-        steps = np.rint((np.asarray(s.timestamps) - origin) / self.config.step).astype(np.int64)
+        steps = np.rint((np.asarray(s.timestamps) - origin) / s.step).astype(np.int64)
         values = np.asarray(s.values, dtype=float)
-        grid = np.arange(max(steps[0], steps[-1] - self.config.window_points + 1), steps[-1] + 1)
+        grid = np.arange(max(steps[0], steps[-1] - self.window_points + 1), steps[-1] + 1)
         return np.interp(grid, steps, values), grid
+
+    def _learn(self) -> None:
+        """The spacing (once: the median gap of the window) and the period (at every fit,
+        from the window's autocorrelation) where the config leaves them to be learnt. Only
+        points already seen are used, online and offline alike."""
+        s = self.state
+        if s.step <= 0:
+            gaps = np.diff(np.asarray(s.timestamps, dtype=float))
+            gaps = gaps[gaps > 0]
+            s.step = float(np.median(gaps)) if gaps.size else 1.0
+        if self.config.learns_period:
+            y, _ = self._regular()
+            s.period = estimate_period(y, max_period=min(MAX_PERIOD, len(y) // 3))
 
     def refit(self) -> bool:
         """Fit the model to the window; what a periodic reminder calls.
@@ -278,6 +321,8 @@ class AnomalyDetector:
         config = self.config
         if len(s.values) < config.min_points:
             return False
+        self._learn()
+        period = s.period
         y, grid = self._regular()
         if len(y) < config.min_points:
             # Points closer together than `step` share a step: too few steps to fit yet.
@@ -286,15 +331,15 @@ class AnomalyDetector:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
             seasons: list[tuple[str, NDArray[np.float64], list[float]]] = [("", y, [])]
-            if config.seasonal and len(y) >= 2 * config.period + 1:
-                result = _stl(y, config.period)
+            if period > 1 and len(y) >= 2 * period + 1:
+                result = _stl(y, period)
                 seasonal = np.asarray(result.seasonal, dtype=float)
-                profile = [0.0] * config.period
-                for position in range(len(y) - config.period, len(y)):
-                    profile[int(grid[position] % config.period)] = float(seasonal[position])
+                profile = [0.0] * period
+                for position in range(len(y) - period, len(y)):
+                    profile[int(grid[position] % period)] = float(seasonal[position])
                 # Adjusted by the previous cycle's seasonal values, as online scoring will
                 # be: an in-sample seasonal fits its own window too well to be judged on it.
-                lagged = y[config.period :] - seasonal[: -config.period]
+                lagged = y[period:] - seasonal[:-period]
                 seasons.insert(0, ("stl+", lagged, profile))
             burn_in = min(10, len(y) // 10)
             for prefix, adjusted, profile in seasons:
@@ -324,6 +369,7 @@ class AnomalyDetector:
             errors = smoother.resid[min(10, len(y) // 10) :]
             seed = [float(r) for r in errors[-config.residual_window :]]
             s.residuals = (seed + online)[-config.residual_window :]
+            self._spread = RunningSpread(s.residuals)
         s.fitted = True
         s.since_fit = 0
         return True
@@ -342,7 +388,7 @@ class AnomalyDetector:
         s = self.state
         if not s.fitted:
             return len(s.values) + points >= self.config.min_points
-        return s.since_fit + points >= self.config.refit_points
+        return s.since_fit + points >= self.config.refit_points(s.period)
 
     def observe_many(self, points: Sequence[tuple[float, float]]) -> list[PointScore]:
         """Score points in the order given (an ingestion batch)."""
@@ -364,7 +410,9 @@ def refit_state(state: DetectorState) -> tuple[bool, DetectorState]:
     return detector.refit(), detector.state
 
 
-def estimate_period(values: Sequence[float], max_period: int = MAX_PERIOD) -> int:
+def estimate_period(
+    values: Sequence[float] | NDArray[np.float64], max_period: int = MAX_PERIOD
+) -> int:
     """The lag of the highest autocorrelation peak (at least 0.3), or 1 when there is none.
 
     Args:
@@ -384,49 +432,53 @@ def score_series(
     values: Sequence[float],
     period: int | None = None,
     *,
+    timestamps: Sequence[float] | None = None,
     threshold: float | None = None,
     config: DetectorConfig | None = None,
 ) -> list[PointScore]:
-    """Score a whole series at once (offline mode), point by point as the online detector.
+    """Score a whole series (offline mode) by streaming it through the online detector.
 
-    Only the past scores each point, as in production: the first `2 * period + 1` points
-    (10 without a season) warm the detector up and are not scored.
+    Only the past scores each point, as in production, and the period, when not given, is
+    learnt from the points already seen (as online): the first `2 * period + 1` points (10
+    when the period is learnt or there is none) warm the detector up and are not scored.
 
     Args:
-        values: equally spaced, oldest first; timestamps become the step indices 0, 1, ...
-        period: seasonal period in steps; None estimates it (`estimate_period`).
+        values: oldest first.
+        period: seasonal period in steps; None learns it (`estimate_period` at every fit).
+        timestamps: one per value, non-decreasing (gaps respected, the spacing learnt);
+            None: the step indices 0, 1, ...
         threshold: overrides the config's.
         config: everything else; its period and threshold yield to the arguments.
     """
     base = config or DetectorConfig()
-    updates: dict[str, object] = {
-        "period": period if period is not None else estimate_period(values)
-    }
+    updates: dict[str, object] = {"period": period if period is not None else 0}
+    if timestamps is not None:
+        updates["step"] = 0.0
     if threshold is not None:
         updates["threshold"] = threshold
     detector = AnomalyDetector(config=base.model_copy(update=updates))
-    return [detector.observe(float(i), float(v)) for i, v in enumerate(values)]
+    times = timestamps if timestamps is not None else range(len(values))
+    return [detector.observe(float(t), float(v)) for t, v in zip(times, values, strict=True)]
 
 
-def detect(values: Sequence[float], period: int | None, threshold: float) -> DetectResult:
+def detect(
+    values: Sequence[float],
+    period: int | None,
+    threshold: float,
+    timestamps: Sequence[float] | None = None,
+) -> DetectResult:
     """Offline mode as the service serves it: `score_series` and the anomalies' indices.
-
-    Raises:
-        ValueError: the (estimated) period needs more values than there are.
-    """
-    period = period or estimate_period(values)
-    if period > 1 and len(values) < 2 * period + 1:
-        raise ValueError(
-            f"the estimated period is {period} steps: {len(values)} values are too few, "
-            f"give at least {2 * period + 1} or set `period`"
-        )
-    # Offline, the timestamps are the values' indices: one step apart.
-    config = DetectorConfig(period=period, threshold=threshold)
-    scores = score_series(values, period, config=config)
+    Linear in the number of values (the fits are bounded by the window, and amortised)."""
+    base = DetectorConfig(period=period if period is not None else 0, threshold=threshold)
+    if timestamps is not None:
+        base = base.model_copy(update={"step": 0.0})
+    detector = AnomalyDetector(config=base)
+    times = timestamps if timestamps is not None else range(len(values))
+    scores = [detector.observe(float(t), float(v)) for t, v in zip(times, values, strict=True)]
     return DetectResult(
-        period=period,
+        period=detector.state.period,
         threshold=threshold,
         scores=scores,
         anomalies=[i for i, s in enumerate(scores) if s.is_anomaly],
-        model=model_info(config),
+        model=detector.model,
     )

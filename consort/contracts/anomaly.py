@@ -23,8 +23,10 @@ from consort.contracts.common import ModelInfo
 
 #: The event published for every point scored as anomalous.
 ANOMALIES_DETECTED = "anomalies.detected"
-#: Most points in one ingestion request or one offline series.
+#: Most points in one ingestion request or event.
 MAX_POINTS = 10_000
+#: Most values in one offline series (`POST /v1/anomalies/detect`): streamed in linear time.
+MAX_DETECT_POINTS = 10_000
 #: Longest seasonal period, in steps.
 MAX_PERIOD = 1_000
 #: Most points a series keeps in its window (the actor's state).
@@ -56,7 +58,12 @@ class SeriesConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    period: int = Field(default=1, ge=1, le=MAX_PERIOD, description="Season length in steps.")
+    period: int = Field(
+        default=1,
+        ge=0,
+        le=MAX_PERIOD,
+        description="Season length in steps; 0: learnt from the points seen (at every fit).",
+    )
     step_s: float = Field(default=60.0, gt=0, description="Spacing of the points, in seconds.")
     threshold: float = Field(default=5.0, gt=0, description="|robust z| above this: anomalous.")
 
@@ -78,7 +85,8 @@ class PointsIn(BaseModel):
 
 
 class DetectRequest(BaseModel):
-    """A whole series to score at once (offline mode): equally spaced values, oldest first."""
+    """A whole series to score at once (offline mode), oldest first. It is streamed through
+    the online detector: each value is scored from the values before it only."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -86,15 +94,25 @@ class DetectRequest(BaseModel):
         default=None,
         ge=1,
         le=MAX_PERIOD,
-        description="Seasonal period in steps; 1: none; omitted: estimated from the data.",
+        description=(
+            "Seasonal period in steps; 1: none; omitted: learnt from the values already seen "
+            "(as online), never from later ones."
+        ),
     )
     threshold: float | None = Field(
         default=None, gt=0, description="Robust z above which a point is anomalous."
     )
     values: list[float] = Field(
         min_length=3,
-        max_length=MAX_POINTS,
+        max_length=MAX_DETECT_POINTS,
         description="At least 3 values, and 2 * period + 1 with a seasonal period.",
+    )
+    timestamps: list[float] | None = Field(
+        default=None,
+        description=(
+            "Seconds since the epoch, one per value, non-decreasing: gaps are respected and "
+            "the spacing learnt, as online. Omitted: the values are one step apart."
+        ),
     )
 
     @field_validator("values")
@@ -110,6 +128,27 @@ class DetectRequest(BaseModel):
                 f"give at least 2 * period + 1 = {2 * period + 1}"
             )
         return values
+
+    @field_validator("timestamps")
+    @classmethod
+    def _one_per_value_in_order(
+        cls, timestamps: list[float] | None, info: ValidationInfo
+    ) -> list[float] | None:
+        if timestamps is None:
+            return None
+        values = info.data.get("values")
+        if values is not None and len(timestamps) != len(values):
+            raise ValueError(
+                f"{len(timestamps)} timestamps for {len(values)} values: give one each"
+            )
+        previous = -math.inf
+        for index, timestamp in enumerate(timestamps):
+            if not math.isfinite(timestamp):
+                raise ValueError(f"timestamps[{index}] is not a finite number")
+            if timestamp < previous:
+                raise ValueError(f"timestamps[{index}] is older than timestamps[{index - 1}]")
+            previous = timestamp
+        return timestamps
 
 
 class ScoreStatus(StrEnum):
@@ -190,9 +229,13 @@ class SeriesSnapshot(BaseModel):
 class DetectResult(BaseModel):
     """Scores of a whole series (offline mode), in the order of its values."""
 
-    period: int = Field(description="The seasonal period used (estimated when not given).")
+    period: int = Field(
+        description="The seasonal period in use at the last value (learnt when not given)."
+    )
     threshold: float
-    scores: list[PointScore] = Field(description="One per value; `timestamp` is its index.")
+    scores: list[PointScore] = Field(
+        description="One per value; `timestamp` is the one given, or the value's index."
+    )
     anomalies: list[int] = Field(description="Indices of the anomalous values.")
     model: ModelInfo
 

@@ -213,6 +213,32 @@ def test_offline_detection_finds_the_spike(system: LocalSystem) -> None:
     assert result["anomalies"] == [24 * 5]
 
 
+def test_offline_and_online_give_the_same_scores_for_the_same_points(
+    system: LocalSystem,
+) -> None:
+    # Minutely points with every seventh missing: the spacing and the period are learnt
+    # from the points seen, gaps respected, by the offline route as by the series' actor.
+    values = daily_cycle(400, spike_at=350)
+    kept = [i for i in range(400) if i % 7 != 3]
+    sent = points([values[i] for i in kept])
+    for point, i in zip(sent, kept, strict=True):
+        point["timestamp"] = (START + timedelta(minutes=i)).isoformat()
+    timestamps = [datetime.fromisoformat(p["timestamp"]).timestamp() for p in sent]
+    offline = httpx.post(
+        f"{system.url('gateway')}/v1/anomalies/detect",
+        json={"values": [p["value"] for p in sent], "timestamps": timestamps},
+        timeout=30,
+    )
+    assert offline.status_code == 200, offline.text
+    online = post_points(system, series_id(), {"points": sent, "config": {"period": 0}})
+    assert online.status_code == 200, online.text
+    assert online.json()["scores"] == offline.json()["scores"]
+    assert offline.json()["period"] == 24
+    top = max(offline.json()["scores"], key=lambda s: abs(s["score"] or 0))
+    assert top["timestamp"] == (START + timedelta(minutes=350)).timestamp()
+    assert top["is_anomaly"]
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field", "says"),
     [
@@ -250,6 +276,18 @@ def test_offline_detection_finds_the_spike(system: LocalSystem) -> None:
         ),
         ("anomalies/detect", {"values": [1, 2]}, "body.values", "at least 3"),
         ("anomalies/detect", {"values": [1, 2, math.inf]}, "body.values", "finite"),
+        (
+            "anomalies/detect",
+            {"values": [1, 2, 3], "timestamps": [0, 60]},
+            "body.timestamps",
+            "one each",
+        ),
+        (
+            "anomalies/detect",
+            {"values": [1, 2, 3], "timestamps": [0, 120, 60]},
+            "body.timestamps",
+            "older than",
+        ),
     ],
 )
 def test_bad_input_is_a_clear_422(

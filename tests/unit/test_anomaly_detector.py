@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -154,3 +155,43 @@ def test_the_event_payload_carries_what_consumers_need() -> None:
     )
     assert event.model.name == "stl-robust-z"
     assert AnomaliesDetected.model_validate_json(event.model_dump_json()) == event
+
+
+def with_gaps(n: int = 700, spike_at: int = 600) -> tuple[list[float], list[float]]:
+    """Minutely points of a daily-like cycle with every seventh point missing."""
+    y = seasonal(n)
+    y[spike_at] += 15
+    kept = [i for i in range(n) if i % 7 != 3]
+    return [60.0 * i for i in kept], [float(y[i]) for i in kept]
+
+
+def test_offline_scores_are_the_online_scores_of_the_same_points() -> None:
+    times, values = with_gaps()
+    offline = score_series(values, timestamps=times)
+    online = AnomalyDetector(config=DetectorConfig(period=0, step=60.0))
+    assert [online.observe(t, v) for t, v in zip(times, values, strict=True)] == offline
+    # The period and spacing were learnt from the points (gaps respected), and the spike
+    # is found in phase.
+    assert online.state.period == PERIOD and online.state.step == 60.0
+    assert [s.timestamp for s in offline if s.is_anomaly] == [60.0 * 600]
+
+
+def test_offline_scoring_never_looks_ahead() -> None:
+    # The score of a point is the same whatever follows it: the period is learnt from the
+    # points already seen, not from the whole series.
+    y = with_spike()
+    whole = score_series(y)
+    for cut in (120, 260, SPIKE_AT + 1):
+        assert score_series(y[:cut]) == whole[:cut]
+
+
+def test_offline_scoring_is_linear_in_the_series_length() -> None:
+    def cpu_seconds(n: int) -> float:
+        y = seasonal(n, seed=n)
+        started = time.process_time()
+        score_series(y)
+        return time.process_time() - started
+
+    short, long = cpu_seconds(2_500), cpu_seconds(10_000)
+    # Four times the points, about four times the work (quadratic would be sixteen).
+    assert long < 7 * short, (short, long)
