@@ -62,7 +62,12 @@ REFIT_REMINDER = "refit"
 
 
 def detector_config(config: SeriesConfig) -> DetectorConfig:
-    return DetectorConfig(period=config.period, step=config.step_s, threshold=config.threshold)
+    return DetectorConfig(
+        period=config.period,
+        step=config.step_s,
+        threshold=config.threshold,
+        score_threshold=config.score_threshold,
+    )
 
 
 def instant(seconds: float) -> datetime:
@@ -175,7 +180,8 @@ class MetricSeriesActor(Actor, MetricSeriesActorInterface, Remindable):
                 lower=score.lower,
                 upper=score.upper,
                 score=score.score,
-                threshold=record.config.threshold,
+                threshold=record.detector.config.z_threshold,
+                anomaly_score=score.anomaly_score,
                 model=model,
                 detected_at=now,
             )

@@ -56,11 +56,13 @@ from statsmodels.tsa.stattools import acf
 from apps.anomaly.robust import RunningSpread
 from apps.anomaly.smoothing import fit_smoother
 from consort.contracts.anomaly import (
+    DEFAULT_SCORE_THRESHOLD,
     MAX_PERIOD,
     MAX_WINDOW,
     DetectResult,
     PointScore,
     ScoreStatus,
+    z_at,
 )
 from consort.contracts.common import ModelInfo
 
@@ -69,6 +71,8 @@ MAD_TO_SIGMA = 1.4826
 STATSMODELS_VERSION = version("statsmodels")
 #: Robustness passes of STL: three bring most of the gain at a fifth of the default's cost.
 STL_ROBUST_PASSES = 3
+#: The scale is at least this share of the expected value's magnitude.
+LEVEL_FLOOR = 1e-4
 #: Errors beyond this many robust deviations move the level as if they were this far out.
 HUBER_K = 2.0
 #: The window of a series whose period is learnt: long enough to see a period of 240 steps
@@ -109,10 +113,25 @@ class DetectorConfig(BaseModel):
         ge=0,
         description="Spacing of points, in timestamp units; 0: learnt at the first fit.",
     )
-    threshold: float = Field(default=5.0, gt=0, description="|robust z| above this: anomalous.")
+    threshold: float | None = Field(
+        default=None, gt=0, description="|robust z| above this: anomalous (legacy)."
+    )
+    score_threshold: float = Field(
+        default=DEFAULT_SCORE_THRESHOLD, gt=0, lt=1, description="Anomaly score at or above."
+    )
     window: int = Field(default=0, ge=0, le=MAX_WINDOW, description="Points kept (0: auto).")
     refit_every: int = Field(default=0, ge=0, description="Points between fits (0: auto).")
     residual_window: int = Field(default=200, ge=10, description="Residuals behind the scale.")
+
+    @property
+    def z_threshold(self) -> float:
+        """The |robust z| at the edge of the normal range (where the decision falls)."""
+        return z_at(self.score_threshold) if self.threshold is None else self.threshold
+
+    def anomalous(self, z: float) -> bool:
+        if self.threshold is not None:
+            return abs(z) > self.threshold
+        return anomaly_score(z) >= self.score_threshold
 
     @property
     def learns_period(self) -> bool:
@@ -140,6 +159,9 @@ class DetectorState(BaseModel):
     config: DetectorConfig = Field(default_factory=DetectorConfig)
     period: int = Field(default=1, description="The period in use (learnt when config's is 0).")
     step: float = Field(default=0.0, description="The spacing in use (0: not learnt yet).")
+    quantum: float = Field(
+        default=0.0, description="Smallest change seen between successive values (0: none)."
+    )
     origin: float | None = Field(default=None, description="Timestamp of the first point.")
     # The window, oldest first, and the verdict on each point (None while warming up).
     timestamps: list[float] = Field(default_factory=list)
@@ -159,6 +181,11 @@ class DetectorState(BaseModel):
     residuals: list[float] = Field(default_factory=list, description="Recent, oldest first.")
     since_fit: int = 0
     observed: int = Field(default=0, description="Points accepted since the series began.")
+
+
+def anomaly_score(z: float) -> float:
+    """1 - the two-sided Gaussian tail probability of `z`: in [0, 1], 0.9999 at 3.89."""
+    return math.erf(abs(z) / math.sqrt(2.0))
 
 
 def model_info(config: DetectorConfig, period: int | None = None) -> ModelInfo:
@@ -211,7 +238,8 @@ class AnomalyDetector:
             lower=expected - half,
             upper=expected + half,
             score=score,
-            is_anomaly=abs(score) > self.config.threshold,
+            anomaly_score=anomaly_score(score),
+            is_anomaly=self.config.anomalous(score),
         )
 
     def observe(self, timestamp: float, value: float) -> PointScore:
@@ -233,6 +261,9 @@ class AnomalyDetector:
         if s.origin is None:
             s.origin = timestamp
         verdict = self._score(timestamp, value) if s.fitted else None
+        # The series' resolution, from the points before this one when it was scored.
+        if s.values and (change := abs(value - s.values[-1])) > 1e-9 * abs(value):
+            s.quantum = min(s.quantum, change) if s.quantum > 0 else change
         s.timestamps.append(timestamp)
         s.values.append(value)
         s.expected.append(verdict.expected if verdict else None)
@@ -262,12 +293,14 @@ class AnomalyDetector:
         residual = value - expected
         center = self._spread.median()
         mad = self._spread.mad(center)
-        # A floor keeps a perfectly regular series from dividing by zero: any change in it
-        # is then (rightly) far out.
-        scale = max(MAD_TO_SIGMA * mad, 1e-9 * (1.0 + abs(expected)))
+        # The floor: one quantum (the smallest change seen between successive values), so
+        # a flat or quantized series that moves by one step is not a million-sigma event;
+        # and a small share of the level, for a series that never moved yet.
+        floor = max(s.quantum, LEVEL_FLOOR * abs(expected), 1e-9)
+        scale = max(MAD_TO_SIGMA * mad, floor)
         score = (residual - center) / scale
-        threshold = self.config.threshold
-        anomalous = abs(score) > threshold
+        threshold = self.config.z_threshold
+        anomalous = self.config.anomalous(score)
         # The level moves by a Huber-clipped error (Gelper, Fried and Croux 2010): an outlier
         # moves it no further than a point HUBER_K robust deviations out would.
         step = min(max(residual, center - HUBER_K * scale), center + HUBER_K * scale)
@@ -287,6 +320,7 @@ class AnomalyDetector:
             lower=expected + center - half,
             upper=expected + center + half,
             score=score,
+            anomaly_score=anomaly_score(score),
             is_anomaly=anomalous,
         )
 
@@ -428,56 +462,67 @@ def estimate_period(
     return max(peaks, key=lambda k: r[k]) if peaks else 1
 
 
+def _offline(
+    period: int | None, timestamps: Sequence[float] | None, **overrides: float | None
+) -> AnomalyDetector:
+    """A fresh detector as offline mode runs it: the period learnt unless given, the
+    spacing learnt when timestamps are given (one step otherwise)."""
+    updates: dict[str, object] = {"period": period if period is not None else 0}
+    if timestamps is not None:
+        updates["step"] = 0.0
+    updates.update({k: v for k, v in overrides.items() if v is not None})
+    return AnomalyDetector(config=DetectorConfig().model_copy(update=updates))
+
+
+def _stream(
+    detector: AnomalyDetector, values: Sequence[float], timestamps: Sequence[float] | None
+) -> list[PointScore]:
+    times = timestamps if timestamps is not None else range(len(values))
+    return [detector.observe(float(t), float(v)) for t, v in zip(times, values, strict=True)]
+
+
 def score_series(
     values: Sequence[float],
     period: int | None = None,
     *,
     timestamps: Sequence[float] | None = None,
     threshold: float | None = None,
-    config: DetectorConfig | None = None,
+    score_threshold: float | None = None,
 ) -> list[PointScore]:
     """Score a whole series (offline mode) by streaming it through the online detector.
 
     Only the past scores each point, as in production, and the period, when not given, is
-    learnt from the points already seen (as online): the first `2 * period + 1` points (10
-    when the period is learnt or there is none) warm the detector up and are not scored.
+    learnt from the points already seen (as online): the first `2 * period + 1` points (30
+    when the period is learnt, 10 when there is none) warm the detector up.
 
     Args:
         values: oldest first.
         period: seasonal period in steps; None learns it (`estimate_period` at every fit).
         timestamps: one per value, non-decreasing (gaps respected, the spacing learnt);
             None: the step indices 0, 1, ...
-        threshold: overrides the config's.
-        config: everything else; its period and threshold yield to the arguments.
+        threshold: |robust z| deciding instead of the anomaly score.
+        score_threshold: the anomaly score at or above which a point is anomalous.
     """
-    base = config or DetectorConfig()
-    updates: dict[str, object] = {"period": period if period is not None else 0}
-    if timestamps is not None:
-        updates["step"] = 0.0
-    if threshold is not None:
-        updates["threshold"] = threshold
-    detector = AnomalyDetector(config=base.model_copy(update=updates))
-    times = timestamps if timestamps is not None else range(len(values))
-    return [detector.observe(float(t), float(v)) for t, v in zip(times, values, strict=True)]
+    detector = _offline(period, timestamps, threshold=threshold, score_threshold=score_threshold)
+    return _stream(detector, values, timestamps)
 
 
 def detect(
     values: Sequence[float],
     period: int | None,
-    threshold: float,
+    threshold: float | None = None,
     timestamps: Sequence[float] | None = None,
+    score_threshold: float | None = None,
 ) -> DetectResult:
     """Offline mode as the service serves it: `score_series` and the anomalies' indices.
     Linear in the number of values (the fits are bounded by the window, and amortised)."""
-    base = DetectorConfig(period=period if period is not None else 0, threshold=threshold)
-    if timestamps is not None:
-        base = base.model_copy(update={"step": 0.0})
-    detector = AnomalyDetector(config=base)
-    times = timestamps if timestamps is not None else range(len(values))
-    scores = [detector.observe(float(t), float(v)) for t, v in zip(times, values, strict=True)]
+    detector = _offline(period, timestamps, threshold=threshold, score_threshold=score_threshold)
+    scores = _stream(detector, values, timestamps)
+    config = detector.config
     return DetectResult(
         period=detector.state.period,
-        threshold=threshold,
+        threshold=config.z_threshold,
+        score_threshold=None if config.threshold is not None else config.score_threshold,
         scores=scores,
         anomalies=[i for i, s in enumerate(scores) if s.is_anomaly],
         model=detector.model,

@@ -160,6 +160,7 @@ async def detect_anomalies(request: DetectRequest) -> DetectResult:
                     request.period,
                     request.threshold or settings.threshold,
                     request.timestamps,
+                    request.score_threshold or settings.score_threshold,
                 )
     except TimeoutError as exc:
         raise unavailable(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from enum import StrEnum
+from statistics import NormalDist
 
 from pydantic import (
     AwareDatetime,
@@ -27,6 +28,9 @@ ANOMALIES_DETECTED = "anomalies.detected"
 MAX_POINTS = 10_000
 #: Most values in one offline series (`POST /v1/anomalies/detect`): streamed in linear time.
 MAX_DETECT_POINTS = 10_000
+#: Anomaly score (in [0, 1]) at or above which a point is anomalous, by default: a
+#: two-sided Gaussian tail of 1e-4 for the robust z (|z| >= 3.89).
+DEFAULT_SCORE_THRESHOLD = 0.9999
 #: Longest seasonal period, in steps.
 MAX_PERIOD = 1_000
 #: Most points a series keeps in its window (the actor's state).
@@ -35,6 +39,11 @@ MAX_WINDOW = 5_000
 SERIES_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
 #: The event producers send points in (consumed by the anomaly service).
 METRICS_OBSERVED = "metrics.observed"
+
+
+def z_at(score_threshold: float) -> float:
+    """The |robust z| whose anomaly score is `score_threshold` (0.9999: 3.89)."""
+    return NormalDist().inv_cdf(0.5 + score_threshold / 2)
 
 
 class MetricPoint(BaseModel):
@@ -65,7 +74,22 @@ class SeriesConfig(BaseModel):
         description="Season length in steps; 0: learnt from the points seen (at every fit).",
     )
     step_s: float = Field(default=60.0, gt=0, description="Spacing of the points, in seconds.")
-    threshold: float = Field(default=5.0, gt=0, description="|robust z| above this: anomalous.")
+    threshold: float | None = Field(
+        default=None,
+        gt=0,
+        description="|robust z| above this: anomalous (instead of `score_threshold`).",
+    )
+    score_threshold: float = Field(
+        default=DEFAULT_SCORE_THRESHOLD,
+        gt=0,
+        lt=1,
+        description="Anomaly score at or above this: anomalous (unless `threshold` is set).",
+    )
+
+    @property
+    def z_threshold(self) -> float:
+        """The |robust z| where the decision falls: `threshold`, or the score threshold's."""
+        return z_at(self.score_threshold) if self.threshold is None else self.threshold
 
 
 class PointsIn(BaseModel):
@@ -100,7 +124,15 @@ class DetectRequest(BaseModel):
         ),
     )
     threshold: float | None = Field(
-        default=None, gt=0, description="Robust z above which a point is anomalous."
+        default=None,
+        gt=0,
+        description="|robust z| above which a point is anomalous (instead of the score).",
+    )
+    score_threshold: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Anomaly score at or above which a point is anomalous; omitted: 0.9999.",
     )
     values: list[float] = Field(
         min_length=3,
@@ -178,6 +210,15 @@ class PointScore(BaseModel):
     score: float | None = Field(
         default=None, description="Robust z: (residual - median) / (1.4826 MAD) of recent ones."
     )
+    anomaly_score: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description=(
+            "1 - the two-sided Gaussian tail probability of the robust z (its scale floored "
+            "by the series' quantum and level): 0.9999 is |z| = 3.89."
+        ),
+    )
     is_anomaly: bool = False
 
 
@@ -204,7 +245,8 @@ class AnomaliesDetected(BaseModel):
     lower: float
     upper: float
     score: float
-    threshold: float
+    threshold: float = Field(description="The |robust z| at the edge of the normal range.")
+    anomaly_score: float | None = Field(default=None, description="In [0, 1], as `PointScore`.")
     model: ModelInfo
     detected_at: datetime
 
@@ -232,7 +274,10 @@ class DetectResult(BaseModel):
     period: int = Field(
         description="The seasonal period in use at the last value (learnt when not given)."
     )
-    threshold: float
+    threshold: float = Field(description="The |robust z| at the edge of the normal range.")
+    score_threshold: float | None = Field(
+        default=None, description="The anomaly score at or above which a point is anomalous."
+    )
     scores: list[PointScore] = Field(
         description="One per value; `timestamp` is the one given, or the value's index."
     )
