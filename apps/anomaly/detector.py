@@ -56,9 +56,11 @@ from statsmodels.tsa.stattools import acf
 from apps.anomaly.robust import RunningSpread
 from apps.anomaly.smoothing import fit_smoother
 from consort.contracts.anomaly import (
+    DEFAULT_COOLDOWN_STEPS,
     DEFAULT_SCORE_THRESHOLD,
     MAX_PERIOD,
     MAX_WINDOW,
+    AnomalyEvent,
     DetectResult,
     PointScore,
     ScoreStatus,
@@ -119,6 +121,9 @@ class DetectorConfig(BaseModel):
     score_threshold: float = Field(
         default=DEFAULT_SCORE_THRESHOLD, gt=0, lt=1, description="Anomaly score at or above."
     )
+    cooldown: int = Field(
+        default=DEFAULT_COOLDOWN_STEPS, ge=0, description="Steps an anomaly stays open."
+    )
     window: int = Field(default=0, ge=0, le=MAX_WINDOW, description="Points kept (0: auto).")
     refit_every: int = Field(default=0, ge=0, description="Points between fits (0: auto).")
     residual_window: int = Field(default=200, ge=10, description="Residuals behind the scale.")
@@ -162,6 +167,8 @@ class DetectorState(BaseModel):
     quantum: float = Field(
         default=0.0, description="Smallest change seen between successive values (0: none)."
     )
+    anomaly_start: float | None = Field(default=None, description="The last anomaly's start.")
+    anomaly_last: float | None = Field(default=None, description="Its last anomalous point.")
     origin: float | None = Field(default=None, description="Timestamp of the first point.")
     # The window, oldest first, and the verdict on each point (None while warming up).
     timestamps: list[float] = Field(default_factory=list)
@@ -313,6 +320,7 @@ class AnomalyDetector:
             self._spread.remove(s.residuals.pop(0))
         half = threshold * scale
         return PointScore(
+            anomaly_start=self._episode(timestamp) if anomalous else None,
             timestamp=timestamp,
             value=value,
             status=ScoreStatus.SCORED,
@@ -323,6 +331,16 @@ class AnomalyDetector:
             anomaly_score=anomaly_score(score),
             is_anomaly=anomalous,
         )
+
+    def _episode(self, timestamp: float) -> float:
+        """The start of the anomaly an anomalous point at `timestamp` belongs to: the last
+        one while within the cool-down of its last point, else a new one from here."""
+        s = self.state
+        reach = self.config.cooldown * (s.step or 1.0)
+        if s.anomaly_last is None or s.anomaly_start is None or timestamp - s.anomaly_last > reach:
+            s.anomaly_start = timestamp
+        s.anomaly_last = timestamp
+        return s.anomaly_start
 
     def _regular(self) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
         """The window on a regular grid of steps (gaps interpolated), and its step indices."""
@@ -462,6 +480,28 @@ def estimate_period(
     return max(peaks, key=lambda k: r[k]) if peaks else 1
 
 
+def anomaly_events(scores: Sequence[PointScore]) -> list[AnomalyEvent]:
+    """The anomalies among `scores`, each once: its points share an `anomaly_start`."""
+    groups: dict[float, list[PointScore]] = {}
+    for score in scores:
+        if score.is_anomaly and score.anomaly_start is not None:
+            groups.setdefault(score.anomaly_start, []).append(score)
+    events = []
+    for start, members in groups.items():
+        peak = max(members, key=lambda s: abs(s.score or 0.0))
+        events.append(
+            AnomalyEvent(
+                start=start,
+                end=members[-1].timestamp,
+                peak=peak.timestamp,
+                peak_score=peak.score or 0.0,
+                peak_anomaly_score=peak.anomaly_score or 0.0,
+                points=len(members),
+            )
+        )
+    return events
+
+
 def _offline(
     period: int | None, timestamps: Sequence[float] | None, **overrides: float | None
 ) -> AnomalyDetector:
@@ -520,6 +560,7 @@ def detect(
     scores = _stream(detector, values, timestamps)
     config = detector.config
     return DetectResult(
+        events=anomaly_events(scores),
         period=detector.state.period,
         threshold=config.z_threshold,
         score_threshold=None if config.threshold is not None else config.score_threshold,

@@ -31,6 +31,9 @@ MAX_DETECT_POINTS = 10_000
 #: Anomaly score (in [0, 1]) at or above which a point is anomalous, by default: a
 #: two-sided Gaussian tail of 1e-4 for the robust z (|z| >= 3.89).
 DEFAULT_SCORE_THRESHOLD = 0.9999
+#: Steps after an anomalous point within which the next anomalous point belongs to the
+#: same anomaly (one event), by default.
+DEFAULT_COOLDOWN_STEPS = 10
 #: Longest seasonal period, in steps.
 MAX_PERIOD = 1_000
 #: Most points a series keeps in its window (the actor's state).
@@ -84,6 +87,15 @@ class SeriesConfig(BaseModel):
         gt=0,
         lt=1,
         description="Anomaly score at or above this: anomalous (unless `threshold` is set).",
+    )
+    cooldown_steps: int = Field(
+        default=DEFAULT_COOLDOWN_STEPS,
+        ge=0,
+        le=MAX_WINDOW,
+        description=(
+            "An anomalous point within this many steps of the last one extends its anomaly "
+            "(no new event); 0: only consecutive points do."
+        ),
     )
 
     @property
@@ -220,6 +232,24 @@ class PointScore(BaseModel):
         ),
     )
     is_anomaly: bool = False
+    anomaly_start: float | None = Field(
+        default=None,
+        description=(
+            "For an anomalous point: the timestamp where its anomaly began (this point's own "
+            "when it opens one, and then `anomalies.detected` fires)."
+        ),
+    )
+
+
+class AnomalyEvent(BaseModel):
+    """One anomaly: consecutive anomalous points (gaps up to the cool-down allowed)."""
+
+    start: float = Field(description="Timestamp of its first anomalous point.")
+    end: float = Field(description="Timestamp of its last anomalous point.")
+    peak: float = Field(description="Timestamp of its highest |robust z|.")
+    peak_score: float = Field(description="The robust z there.")
+    peak_anomaly_score: float = Field(ge=0, le=1, description="The anomaly score there.")
+    points: int = Field(ge=1, description="Anomalous points in it.")
 
 
 class ScoresOut(BaseModel):
@@ -247,6 +277,9 @@ class AnomaliesDetected(BaseModel):
     score: float
     threshold: float = Field(description="The |robust z| at the edge of the normal range.")
     anomaly_score: float | None = Field(default=None, description="In [0, 1], as `PointScore`.")
+    anomaly_start: datetime | None = Field(
+        default=None, description="Where the anomaly began: one event per anomaly, at its start."
+    )
     model: ModelInfo
     detected_at: datetime
 
@@ -282,6 +315,9 @@ class DetectResult(BaseModel):
         description="One per value; `timestamp` is the one given, or the value's index."
     )
     anomalies: list[int] = Field(description="Indices of the anomalous values.")
+    events: list[AnomalyEvent] = Field(
+        default_factory=list, description="The anomalies, each once, oldest first."
+    )
     model: ModelInfo
 
 

@@ -12,6 +12,8 @@ from apps.anomaly.detector import (
     AnomalyDetector,
     DetectorConfig,
     DetectorState,
+    anomaly_events,
+    detect,
     estimate_period,
     score_series,
 )
@@ -228,3 +230,33 @@ def test_offline_scoring_is_linear_in_the_series_length() -> None:
     short, long = cpu_seconds(2_500), cpu_seconds(10_000)
     # Four times the points, about four times the work (quadratic would be sixteen).
     assert long < 7 * short, (short, long)
+
+
+def test_a_level_shift_is_one_anomaly_not_hundreds() -> None:
+    y = seasonal(900)
+    y[600:] += 30  # the level shifts up for good
+    y[300] += 15  # and a spike long before
+    result = detect(list(y), PERIOD)
+    assert len(result.anomalies) > 2  # several points are anomalous after the shift ...
+    events = result.events
+    assert [e.start for e in events] == [300.0, 600.0]  # ... but they are one anomaly
+    shift = events[1]
+    assert shift.points == len([i for i in result.anomalies if i >= 600])
+    assert shift.end >= shift.peak >= shift.start and shift.peak_anomaly_score >= 0.9999
+    # Each anomalous point names the anomaly it belongs to: a new one only at the start.
+    starts = {result.scores[i].anomaly_start for i in result.anomalies}
+    assert starts == {300.0, 600.0}
+
+
+def test_the_cool_down_joins_anomalous_points_close_together() -> None:
+    y = seasonal(500)
+    for at in (400, 405, 430):
+        y[at] += 20
+
+    def starts(cooldown: int) -> list[float]:
+        detector = AnomalyDetector(config=DetectorConfig(period=PERIOD, cooldown=cooldown))
+        scores = [detector.observe(float(i), float(v)) for i, v in enumerate(y)]
+        return [e.start for e in anomaly_events(scores)]
+
+    assert starts(10) == [400.0, 430.0]  # 405 is within 10 steps of 400
+    assert starts(0) == [400.0, 405.0, 430.0]
