@@ -128,16 +128,22 @@ class MetricSeriesActor(Actor, MetricSeriesActorInterface, Remindable):
     async def observe(self, command: dict[str, Any]) -> dict[str, Any]:
         cmd = ObserveCommand.model_validate(command)
         record = await self._load()
+        reminder = record is not None and record.reminder
+        if cmd.reset and record is not None and cmd.config != record.config:
+            log.info("series %s starts over with %s", self.series, cmd.config)
+            record = None
         if record is None:
             config = cmd.config or self._services.default_config
             record = SeriesRecord(
-                config=config, detector=DetectorState(config=detector_config(config))
+                config=config,
+                detector=DetectorState(config=detector_config(config)),
+                reminder=reminder,
             )
         elif cmd.config is not None and cmd.config != record.config:
             return ObserveResult(
                 conflict=(
                     f"series {self.series!r} is modelled with {record.config.model_dump()}; "
-                    "delete it first to model it otherwise"
+                    "send it with reset=true (or delete the series) to model it otherwise"
                 )
             ).model_dump(mode="json")
         detector = AnomalyDetector(record.detector)

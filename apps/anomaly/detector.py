@@ -16,13 +16,20 @@ error on the window is kept (so a season whose phase drifts, in a quasi-periodic
 is dropped when it hurts). Each new point is expected at `level + phi * slope +
 seasonal[phase]`; its error is scored against the errors of recent points by a robust z,
 `(e - median) / (1.4826 * MAD)`, so the threshold adapts to how noisy the series has
-lately been; |z| above the threshold (5 by default) is an anomaly. Every point then
+lately been. The scale has a floor tied to the series: one quantum (the smallest change
+seen between successive values) and 1e-4 of the level, so a flat or quantized series
+that moves by one step is not a million-sigma event. The anomaly score, in [0, 1], is
+1 - the two-sided Gaussian tail probability of z; at or above `score_threshold` (0.9999,
+|z| >= 3.89) a point is anomalous. Anomalous points within `cooldown` steps of each other
+are one anomaly (`anomaly_start`). Every point then
 updates the smoother with its error clipped at two robust deviations (Huber-type robust
 smoothing, Gelper, Fried and Croux 2010), so an outlier barely moves the level; errors
-enter the recent set clipped at the threshold, so one burst does not inflate the scale.
-The scale is made of online errors (the fit's in-sample errors only seed it). The detector
-refits by itself every `refit_every` points (auto: max(50, period)); an actor reminder may
-call `refit()` as well.
+enter the recent set clipped at the edge of the normal range, so one burst does not
+inflate the scale. The scale is made of online errors (the fit's in-sample errors only
+seed it). The detector refits by itself every `refit_every` points (auto: max(100,
+period)); an actor reminder may call `refit()` as well. With period 0 the period is
+learnt at every fit from the window's autocorrelation (points already seen only), and
+with step 0 the spacing is learnt at the first fit (the median gap).
 
 Timestamps are numbers (seconds since the epoch, or step indices offline); `step` is the
 spacing of the series in those units. A point's phase in the season is the number of steps
@@ -36,6 +43,8 @@ Order and repeats, on purpose:
 - A point older than the newest, or the newest timestamp with another value, is late and
   rejected: nothing changes. Inserting it would mean rescoring every point after it, and
   the verdicts already published on those would change under the consumers.
+- Timestamps are instants (the contract wants a zone), so the hour repeated when clocks go
+  back (daylight saving) is two distinct instants, not a repeat, and is scored in order.
 """
 
 from __future__ import annotations

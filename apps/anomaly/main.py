@@ -101,7 +101,7 @@ async def add_points(series: SeriesId, request: PointsIn) -> ScoresOut:
     rejected; the same timestamp and value again is a `duplicate` and changes nothing.
     """
     with tracer.start_as_current_span("series.observe", attributes={"points": len(request.points)}):
-        result = await observe(series, request.points, request.config)
+        result = await observe(series, request.points, request.config, request.reset)
     if result.conflict:
         raise ProblemError(409, "Series config conflict", result.conflict, slug="series-conflict")
     config = request.config or settings.default_series

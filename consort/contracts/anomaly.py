@@ -115,7 +115,14 @@ class PointsIn(BaseModel):
         default=None,
         description=(
             "How the series is modelled. Taken when the series is new (defaults otherwise); "
-            "another config for an existing series is a 409: delete the series first."
+            "another config for an existing series is a 409 unless `reset` is true."
+        ),
+    )
+    reset: bool = Field(
+        default=False,
+        description=(
+            "Start the series over with `config` (its points, model and anomalies are "
+            "forgotten): how a series' config is changed."
         ),
     )
 

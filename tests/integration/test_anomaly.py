@@ -216,7 +216,17 @@ def test_another_config_for_an_existing_series_is_a_conflict(system: LocalSystem
     assert post_points(system, series, {"points": points([1.0, 2.0])}).status_code == 200
     response = post_points(system, series, {"points": points([3.0]), "config": {"period": 7}})
     assert response.status_code == 409
-    assert "delete it first" in response.json()["detail"]
+    assert "reset=true" in response.json()["detail"]
+    # With reset the series starts over with the new config.
+    reset = post_points(
+        system, series, {"points": points([4.0]), "config": {"period": 5}, "reset": True}
+    )
+    assert reset.status_code == 200, reset.text
+    assert reset.json()["scores"][0]["status"] == "warming_up"
+    again = snapshot(system, series).json()
+    assert again["config"]["period"] == 5 and again["observed"] == 1
+    queued = post_points(system, series, {"points": points([5.0]), "reset": True}, wait="false")
+    assert queued.status_code == 422 and "body.reset" in queued.text
     deleted = httpx.delete(f"{system.url('gateway')}/v1/metrics/{series}", timeout=10)
     assert deleted.status_code == 204
     assert snapshot(system, series).status_code == 404
