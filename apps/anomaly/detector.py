@@ -474,7 +474,8 @@ def refit_state(state: DetectorState) -> tuple[bool, DetectorState]:
 def estimate_period(
     values: Sequence[float] | NDArray[np.float64], max_period: int = MAX_PERIOD
 ) -> int:
-    """The lag of the highest autocorrelation peak (at least 0.3), or 1 when there is none.
+    """The shortest lag whose autocorrelation peak is at least 0.3 and within 10 % of the
+    highest peak, or 1 when there is none.
 
     Args:
         values: the series, equally spaced.
@@ -486,7 +487,12 @@ def estimate_period(
         return 1
     r = np.asarray(acf(y, nlags=lags, fft=True), dtype=float)
     peaks = [k for k in range(2, lags) if r[k] > r[k - 1] and r[k] >= r[k + 1] and r[k] >= 0.3]
-    return max(peaks, key=lambda k: r[k]) if peaks else 1
+    if not peaks:
+        return 1
+    # The fundamental: the shortest lag nearly as correlated as the best (a clean daily
+    # cycle correlates almost as well at two or three days).
+    best = max(r[k] for k in peaks)
+    return min(k for k in peaks if r[k] >= 0.9 * best)
 
 
 def anomaly_events(scores: Sequence[PointScore]) -> list[AnomalyEvent]:

@@ -227,7 +227,7 @@ def test_offline_scoring_is_linear_in_the_series_length() -> None:
         score_series(y)
         return time.process_time() - started
 
-    short, long = cpu_seconds(2_500), cpu_seconds(10_000)
+    short, long = cpu_seconds(3_000), cpu_seconds(12_000)
     # Four times the points, about four times the work (quadratic would be sixteen).
     assert long < 7 * short, (short, long)
 
