@@ -81,12 +81,13 @@ bench: setup ## benchmarks; results as JSON under bench/results/
 	@$(PY) -m bench.replicas
 	@$(PY) -m bench.security_cost
 
-eval: setup ## sentiment vs the VADER paper's Table 4, vision on scikit-image samples; bench/results/
+eval: setup ## sentiment vs VADER's Table 4, vision, recommender, time series, anomaly on the AIOps KPIs; bench/results/
 	@bash runtime/eval-data.sh
 	@$(PY) -m bench.eval_sentiment
 	@$(PY) -m bench.eval_vision
 	@$(PY) -m bench.eval_recommender
 	@$(PY) -m bench.eval_timeseries
+	@$(PY) -m bench.eval_anomaly_kpi
 
 clean: ## remove the run folder and the virtualenv (the runtime cache stays)
 	rm -rf .run $(VENV)

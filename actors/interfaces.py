@@ -33,6 +33,7 @@ class ObserveCommand(BaseModel):
 
     points: list[TimedValue] = Field(min_length=1, max_length=MAX_POINTS)
     config: SeriesConfig | None = None
+    reset: bool = Field(default=False, description="Start over with `config`.")
 
 
 class ObserveResult(BaseModel):

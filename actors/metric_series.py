@@ -17,8 +17,9 @@ nothing new at a reminder unregisters it (and registers it again with its next p
 quiet series are not woken for nothing; a series still warming up has no model to refit,
 and no reminder.
 
-Anomalies. Each point scored as anomalous is published as `anomalies.detected` with the
-event id `<series>:<timestamp>`, before the state is saved: a call that fails after
+Anomalies. Consecutive anomalous points (gaps up to the series' cool-down allowed) are one
+anomaly, published once, at its first point, as `anomalies.detected` with the event id
+`<series>:<timestamp of its start>`, before the state is saved: a call that fails after
 publishing is retried by its caller, and the point is scored again and published under the
 same id, which consumers treat as the same event. At least once, never lost.
 """
@@ -62,7 +63,13 @@ REFIT_REMINDER = "refit"
 
 
 def detector_config(config: SeriesConfig) -> DetectorConfig:
-    return DetectorConfig(period=config.period, step=config.step_s, threshold=config.threshold)
+    return DetectorConfig(
+        period=config.period,
+        step=config.step_s,
+        threshold=config.threshold,
+        score_threshold=config.score_threshold,
+        cooldown=config.cooldown_steps,
+    )
 
 
 def instant(seconds: float) -> datetime:
@@ -121,16 +128,22 @@ class MetricSeriesActor(Actor, MetricSeriesActorInterface, Remindable):
     async def observe(self, command: dict[str, Any]) -> dict[str, Any]:
         cmd = ObserveCommand.model_validate(command)
         record = await self._load()
+        reminder = record is not None and record.reminder
+        if cmd.reset and record is not None and cmd.config != record.config:
+            log.info("series %s starts over with %s", self.series, cmd.config)
+            record = None
         if record is None:
             config = cmd.config or self._services.default_config
             record = SeriesRecord(
-                config=config, detector=DetectorState(config=detector_config(config))
+                config=config,
+                detector=DetectorState(config=detector_config(config)),
+                reminder=reminder,
             )
         elif cmd.config is not None and cmd.config != record.config:
             return ObserveResult(
                 conflict=(
                     f"series {self.series!r} is modelled with {record.config.model_dump()}; "
-                    "delete it first to model it otherwise"
+                    "send it with reset=true (or delete the series) to model it otherwise"
                 )
             ).model_dump(mode="json")
         detector = AnomalyDetector(record.detector)
@@ -148,8 +161,14 @@ class MetricSeriesActor(Actor, MetricSeriesActorInterface, Remindable):
         if record.detector.since_fit < since_fit + accepted:  # the detector refit itself
             record.fitted_at = datetime.now(UTC)
             record.refits += 1
-        anomalous = [s for s in scores if s.status is ScoreStatus.SCORED and s.is_anomaly]
-        await self._publish(record, anomalous)
+        # One event per anomaly, at its first point: the points that extend it (within
+        # the cool-down) publish nothing.
+        opening = [
+            s
+            for s in scores
+            if s.status is ScoreStatus.SCORED and s.is_anomaly and s.anomaly_start == s.timestamp
+        ]
+        await self._publish(record, opening)
         if not record.reminder and record.detector.fitted:  # a model to refit
             interval = self._services.refit_interval
             await self.register_reminder(REFIT_REMINDER, b"", interval, interval)
@@ -175,7 +194,9 @@ class MetricSeriesActor(Actor, MetricSeriesActorInterface, Remindable):
                 lower=score.lower,
                 upper=score.upper,
                 score=score.score,
-                threshold=record.config.threshold,
+                threshold=record.detector.config.z_threshold,
+                anomaly_score=score.anomaly_score,
+                anomaly_start=at,
                 model=model,
                 detected_at=now,
             )
@@ -186,7 +207,7 @@ class MetricSeriesActor(Actor, MetricSeriesActorInterface, Remindable):
                 event_id=f"{self.series}:{at.isoformat()}",
                 source=services.source,
             )
-        log.info("series %s: %d anomalous points published", self.series, len(anomalous))
+        log.info("series %s: %d new anomalies published", self.series, len(anomalous))
 
     async def snapshot(self) -> dict[str, Any] | None:
         record = await self._load()

@@ -16,13 +16,20 @@ error on the window is kept (so a season whose phase drifts, in a quasi-periodic
 is dropped when it hurts). Each new point is expected at `level + phi * slope +
 seasonal[phase]`; its error is scored against the errors of recent points by a robust z,
 `(e - median) / (1.4826 * MAD)`, so the threshold adapts to how noisy the series has
-lately been; |z| above the threshold (5 by default) is an anomaly. Every point then
+lately been. The scale has a floor tied to the series: one quantum (the smallest change
+seen between successive values) and 1e-4 of the level, so a flat or quantized series
+that moves by one step is not a million-sigma event. The anomaly score, in [0, 1], is
+1 - the two-sided Gaussian tail probability of z; at or above `score_threshold` (0.9999,
+|z| >= 3.89) a point is anomalous. Anomalous points within `cooldown` steps of each other
+are one anomaly (`anomaly_start`). Every point then
 updates the smoother with its error clipped at two robust deviations (Huber-type robust
 smoothing, Gelper, Fried and Croux 2010), so an outlier barely moves the level; errors
-enter the recent set clipped at the threshold, so one burst does not inflate the scale.
-The scale is made of online errors (the fit's in-sample errors only seed it). The detector
-refits by itself every `refit_every` points (auto: max(50, period)); an actor reminder may
-call `refit()` as well.
+enter the recent set clipped at the edge of the normal range, so one burst does not
+inflate the scale. The scale is made of online errors (the fit's in-sample errors only
+seed it). The detector refits by itself every `refit_every` points (auto: max(100,
+period)); an actor reminder may call `refit()` as well. With period 0 the period is
+learnt at every fit from the window's autocorrelation (points already seen only), and
+with step 0 the spacing is learnt at the first fit (the median gap).
 
 Timestamps are numbers (seconds since the epoch, or step indices offline); `step` is the
 spacing of the series in those units. A point's phase in the season is the number of steps
@@ -36,6 +43,8 @@ Order and repeats, on purpose:
 - A point older than the newest, or the newest timestamp with another value, is late and
   rejected: nothing changes. Inserting it would mean rescoring every point after it, and
   the verdicts already published on those would change under the consumers.
+- Timestamps are instants (the contract wants a zone), so the hour repeated when clocks go
+  back (daylight saving) is two distinct instants, not a repeat, and is scored in order.
 """
 
 from __future__ import annotations
@@ -53,13 +62,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from statsmodels.tsa.seasonal import STL
 from statsmodels.tsa.stattools import acf
 
+from apps.anomaly.robust import RunningSpread
 from apps.anomaly.smoothing import fit_smoother
 from consort.contracts.anomaly import (
+    DEFAULT_COOLDOWN_STEPS,
+    DEFAULT_SCORE_THRESHOLD,
     MAX_PERIOD,
     MAX_WINDOW,
+    AnomalyEvent,
     DetectResult,
     PointScore,
     ScoreStatus,
+    z_at,
 )
 from consort.contracts.common import ModelInfo
 
@@ -68,8 +82,18 @@ MAD_TO_SIGMA = 1.4826
 STATSMODELS_VERSION = version("statsmodels")
 #: Robustness passes of STL: three bring most of the gain at a fifth of the default's cost.
 STL_ROBUST_PASSES = 3
+#: The scale is at least this share of the expected value's magnitude.
+LEVEL_FLOOR = 1e-4
 #: Errors beyond this many robust deviations move the level as if they were this far out.
 HUBER_K = 2.0
+#: The window of a series whose period is learnt: long enough to see a period of 240 steps
+#: three times over (the autocorrelation looks at lags up to a third of the window).
+LEARNING_WINDOW = 720
+#: Points seen before the first fit when the period is learnt: enough errors behind the
+#: first scale for a smooth season, unseen yet, not to look anomalous.
+LEARNING_MIN_POINTS = 30
+#: Fewest points between two automatic fits.
+REFIT_MIN_POINTS = 100
 
 
 def _stl(y: NDArray[np.float64], period: int) -> Any:
@@ -89,35 +113,71 @@ class DetectorConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    period: int = Field(default=1, ge=1, le=MAX_PERIOD, description="Season length in steps.")
-    step: float = Field(default=1.0, gt=0, description="Spacing of points, in timestamp units.")
-    threshold: float = Field(default=5.0, gt=0, description="|robust z| above this: anomalous.")
+    period: int = Field(
+        default=1,
+        ge=0,
+        le=MAX_PERIOD,
+        description="Season length in steps; 0: learnt from the points seen (at every fit).",
+    )
+    step: float = Field(
+        default=1.0,
+        ge=0,
+        description="Spacing of points, in timestamp units; 0: learnt at the first fit.",
+    )
+    threshold: float | None = Field(
+        default=None, gt=0, description="|robust z| above this: anomalous (legacy)."
+    )
+    score_threshold: float = Field(
+        default=DEFAULT_SCORE_THRESHOLD, gt=0, lt=1, description="Anomaly score at or above."
+    )
+    cooldown: int = Field(
+        default=DEFAULT_COOLDOWN_STEPS, ge=0, description="Steps an anomaly stays open."
+    )
     window: int = Field(default=0, ge=0, le=MAX_WINDOW, description="Points kept (0: auto).")
     refit_every: int = Field(default=0, ge=0, description="Points between fits (0: auto).")
     residual_window: int = Field(default=200, ge=10, description="Residuals behind the scale.")
 
     @property
-    def window_points(self) -> int:
-        return self.window or min(MAX_WINDOW, max(200, 5 * self.period))
+    def z_threshold(self) -> float:
+        """The |robust z| at the edge of the normal range (where the decision falls)."""
+        return z_at(self.score_threshold) if self.threshold is None else self.threshold
+
+    def anomalous(self, z: float) -> bool:
+        if self.threshold is not None:
+            return abs(z) > self.threshold
+        return anomaly_score(z) >= self.score_threshold
 
     @property
-    def refit_points(self) -> int:
-        return self.refit_every or max(50, self.period)
+    def learns_period(self) -> bool:
+        return self.period == 0
 
-    @property
-    def seasonal(self) -> bool:
-        return self.period > 1
+    def window_points(self, period: int) -> int:
+        """Points kept while the period in use is `period`."""
+        shortest = LEARNING_WINDOW if self.learns_period else 200
+        return self.window or min(MAX_WINDOW, max(shortest, 5 * period))
+
+    def refit_points(self, period: int) -> int:
+        return self.refit_every or max(REFIT_MIN_POINTS, period)
 
     @property
     def min_points(self) -> int:
         """Points needed before the first fit."""
-        return 2 * self.period + 1 if self.seasonal else 10
+        if self.learns_period:
+            return LEARNING_MIN_POINTS
+        return 2 * self.period + 1 if self.period > 1 else 10
 
 
 class DetectorState(BaseModel):
     """Everything a detector knows: JSON-serialisable, what an actor keeps in its state."""
 
     config: DetectorConfig = Field(default_factory=DetectorConfig)
+    period: int = Field(default=1, description="The period in use (learnt when config's is 0).")
+    step: float = Field(default=0.0, description="The spacing in use (0: not learnt yet).")
+    quantum: float = Field(
+        default=0.0, description="Smallest change seen between successive values (0: none)."
+    )
+    anomaly_start: float | None = Field(default=None, description="The last anomaly's start.")
+    anomaly_last: float | None = Field(default=None, description="Its last anomalous point.")
     origin: float | None = Field(default=None, description="Timestamp of the first point.")
     # The window, oldest first, and the verdict on each point (None while warming up).
     timestamps: list[float] = Field(default_factory=list)
@@ -139,9 +199,16 @@ class DetectorState(BaseModel):
     observed: int = Field(default=0, description="Points accepted since the series began.")
 
 
-def model_info(config: DetectorConfig) -> ModelInfo:
-    """The name and version of the method scoring a series with `config`."""
-    name = "stl-robust-z" if config.seasonal else "ses-robust-z"
+def anomaly_score(z: float) -> float:
+    """1 - the two-sided Gaussian tail probability of `z`: in [0, 1], 0.9999 at 3.89."""
+    return math.erf(abs(z) / math.sqrt(2.0))
+
+
+def model_info(config: DetectorConfig, period: int | None = None) -> ModelInfo:
+    """The name and version of the method scoring a series with `config` (and, when the
+    period is learnt, `period` in use)."""
+    in_use = period if period is not None else config.period
+    name = "stl-robust-z" if in_use > 1 else "ses-robust-z"
     return ModelInfo(name=name, version=STATSMODELS_VERSION)
 
 
@@ -151,10 +218,12 @@ class AnomalyDetector:
 
     def __init__(self, state: DetectorState | None = None, *, config: DetectorConfig | None = None):
         if state is None:
-            state = DetectorState(config=config or DetectorConfig())
+            config = config or DetectorConfig()
+            state = DetectorState(config=config, period=config.period or 1, step=config.step)
         elif config is not None and config != state.config:
             raise ValueError("give a config or a state, not both")
         self.state = state
+        self._spread = RunningSpread(state.residuals)
 
     @property
     def config(self) -> DetectorConfig:
@@ -162,11 +231,15 @@ class AnomalyDetector:
 
     @property
     def model(self) -> ModelInfo:
-        return model_info(self.config)
+        return model_info(self.config, self.state.period)
+
+    @property
+    def window_points(self) -> int:
+        return self.config.window_points(self.state.period)
 
     def _phase(self, timestamp: float) -> int:
         origin = self.state.origin if self.state.origin is not None else timestamp
-        return round((timestamp - origin) / self.config.step) % self.config.period
+        return round((timestamp - origin) / self.state.step) % self.state.period
 
     def _stored(self, index: int, status: ScoreStatus) -> PointScore:
         s = self.state
@@ -181,7 +254,8 @@ class AnomalyDetector:
             lower=expected - half,
             upper=expected + half,
             score=score,
-            is_anomaly=abs(score) > self.config.threshold,
+            anomaly_score=anomaly_score(score),
+            is_anomaly=self.config.anomalous(score),
         )
 
     def observe(self, timestamp: float, value: float) -> PointScore:
@@ -203,6 +277,9 @@ class AnomalyDetector:
         if s.origin is None:
             s.origin = timestamp
         verdict = self._score(timestamp, value) if s.fitted else None
+        # The series' resolution, from the points before this one when it was scored.
+        if s.values and (change := abs(value - s.values[-1])) > 1e-9 * abs(value):
+            s.quantum = min(s.quantum, change) if s.quantum > 0 else change
         s.timestamps.append(timestamp)
         s.values.append(value)
         s.expected.append(verdict.expected if verdict else None)
@@ -214,11 +291,11 @@ class AnomalyDetector:
         s.scores.append(verdict.score if verdict else None)
         s.observed += 1
         s.since_fit += 1
-        overflow = len(s.timestamps) - self.config.window_points
+        overflow = len(s.timestamps) - self.window_points
         if overflow > 0:
             for column in (s.timestamps, s.values, s.expected, s.half_width, s.scores):
                 del column[:overflow]
-        due = s.since_fit >= self.config.refit_points
+        due = s.since_fit >= self.config.refit_points(s.period)
         if (not s.fitted and len(s.values) >= self.config.min_points) or (s.fitted and due):
             self.refit()
         if verdict is None:
@@ -230,15 +307,16 @@ class AnomalyDetector:
         seasonal = s.seasonal[self._phase(timestamp)] if s.seasonal else 0.0
         expected = s.level + s.phi * s.slope + seasonal
         residual = value - expected
-        recent = np.asarray(s.residuals, dtype=float)
-        center = float(np.median(recent)) if recent.size else 0.0
-        mad = float(np.median(np.abs(recent - center))) if recent.size else 0.0
-        # A floor keeps a perfectly regular series from dividing by zero: any change in it
-        # is then (rightly) far out.
-        scale = max(MAD_TO_SIGMA * mad, 1e-9 * (1.0 + abs(expected)))
+        center = self._spread.median()
+        mad = self._spread.mad(center)
+        # The floor: one quantum (the smallest change seen between successive values), so
+        # a flat or quantized series that moves by one step is not a million-sigma event;
+        # and a small share of the level, for a series that never moved yet.
+        floor = max(s.quantum, LEVEL_FLOOR * abs(expected), 1e-9)
+        scale = max(MAD_TO_SIGMA * mad, floor)
         score = (residual - center) / scale
-        threshold = self.config.threshold
-        anomalous = abs(score) > threshold
+        threshold = self.config.z_threshold
+        anomalous = self.config.anomalous(score)
         # The level moves by a Huber-clipped error (Gelper, Fried and Croux 2010): an outlier
         # moves it no further than a point HUBER_K robust deviations out would.
         step = min(max(residual, center - HUBER_K * scale), center + HUBER_K * scale)
@@ -246,10 +324,12 @@ class AnomalyDetector:
         s.slope = s.phi * s.slope + s.beta * step
         clipped = min(max(residual, center - threshold * scale), center + threshold * scale)
         s.residuals.append(clipped)
-        if len(s.residuals) > self.config.residual_window:
-            del s.residuals[: len(s.residuals) - self.config.residual_window]
+        self._spread.add(clipped)
+        while len(s.residuals) > self.config.residual_window:
+            self._spread.remove(s.residuals.pop(0))
         half = threshold * scale
         return PointScore(
+            anomaly_start=self._episode(timestamp) if anomalous else None,
             timestamp=timestamp,
             value=value,
             status=ScoreStatus.SCORED,
@@ -257,17 +337,41 @@ class AnomalyDetector:
             lower=expected + center - half,
             upper=expected + center + half,
             score=score,
+            anomaly_score=anomaly_score(score),
             is_anomaly=anomalous,
         )
+
+    def _episode(self, timestamp: float) -> float:
+        """The start of the anomaly an anomalous point at `timestamp` belongs to: the last
+        one while within the cool-down of its last point, else a new one from here."""
+        s = self.state
+        reach = self.config.cooldown * (s.step or 1.0)
+        if s.anomaly_last is None or s.anomaly_start is None or timestamp - s.anomaly_last > reach:
+            s.anomaly_start = timestamp
+        s.anomaly_last = timestamp
+        return s.anomaly_start
 
     def _regular(self) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
         """The window on a regular grid of steps (gaps interpolated), and its step indices."""
         s = self.state
         origin = s.origin if s.origin is not None else 0.0
-        steps = np.rint((np.asarray(s.timestamps) - origin) / self.config.step).astype(np.int64)
+        steps = np.rint((np.asarray(s.timestamps) - origin) / s.step).astype(np.int64)
         values = np.asarray(s.values, dtype=float)
-        grid = np.arange(max(steps[0], steps[-1] - self.config.window_points + 1), steps[-1] + 1)
+        grid = np.arange(max(steps[0], steps[-1] - self.window_points + 1), steps[-1] + 1)
         return np.interp(grid, steps, values), grid
+
+    def _learn(self) -> None:
+        """The spacing (once: the median gap of the window) and the period (at every fit,
+        from the window's autocorrelation) where the config leaves them to be learnt. Only
+        points already seen are used, online and offline alike."""
+        s = self.state
+        if s.step <= 0:
+            gaps = np.diff(np.asarray(s.timestamps, dtype=float))
+            gaps = gaps[gaps > 0]
+            s.step = float(np.median(gaps)) if gaps.size else 1.0
+        if self.config.learns_period:
+            y, _ = self._regular()
+            s.period = estimate_period(y, max_period=min(MAX_PERIOD, len(y) // 3))
 
     def refit(self) -> bool:
         """Fit the model to the window; what a periodic reminder calls.
@@ -278,6 +382,8 @@ class AnomalyDetector:
         config = self.config
         if len(s.values) < config.min_points:
             return False
+        self._learn()
+        period = s.period
         y, grid = self._regular()
         if len(y) < config.min_points:
             # Points closer together than `step` share a step: too few steps to fit yet.
@@ -286,15 +392,15 @@ class AnomalyDetector:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
             seasons: list[tuple[str, NDArray[np.float64], list[float]]] = [("", y, [])]
-            if config.seasonal and len(y) >= 2 * config.period + 1:
-                result = _stl(y, config.period)
+            if period > 1 and len(y) >= 2 * period + 1:
+                result = _stl(y, period)
                 seasonal = np.asarray(result.seasonal, dtype=float)
-                profile = [0.0] * config.period
-                for position in range(len(y) - config.period, len(y)):
-                    profile[int(grid[position] % config.period)] = float(seasonal[position])
+                profile = [0.0] * period
+                for position in range(len(y) - period, len(y)):
+                    profile[int(grid[position] % period)] = float(seasonal[position])
                 # Adjusted by the previous cycle's seasonal values, as online scoring will
                 # be: an in-sample seasonal fits its own window too well to be judged on it.
-                lagged = y[config.period :] - seasonal[: -config.period]
+                lagged = y[period:] - seasonal[:-period]
                 seasons.insert(0, ("stl+", lagged, profile))
             burn_in = min(10, len(y) // 10)
             for prefix, adjusted, profile in seasons:
@@ -324,6 +430,7 @@ class AnomalyDetector:
             errors = smoother.resid[min(10, len(y) // 10) :]
             seed = [float(r) for r in errors[-config.residual_window :]]
             s.residuals = (seed + online)[-config.residual_window :]
+            self._spread = RunningSpread(s.residuals)
         s.fitted = True
         s.since_fit = 0
         return True
@@ -342,7 +449,7 @@ class AnomalyDetector:
         s = self.state
         if not s.fitted:
             return len(s.values) + points >= self.config.min_points
-        return s.since_fit + points >= self.config.refit_points
+        return s.since_fit + points >= self.config.refit_points(s.period)
 
     def observe_many(self, points: Sequence[tuple[float, float]]) -> list[PointScore]:
         """Score points in the order given (an ingestion batch)."""
@@ -364,8 +471,11 @@ def refit_state(state: DetectorState) -> tuple[bool, DetectorState]:
     return detector.refit(), detector.state
 
 
-def estimate_period(values: Sequence[float], max_period: int = MAX_PERIOD) -> int:
-    """The lag of the highest autocorrelation peak (at least 0.3), or 1 when there is none.
+def estimate_period(
+    values: Sequence[float] | NDArray[np.float64], max_period: int = MAX_PERIOD
+) -> int:
+    """The shortest lag whose autocorrelation peak is at least 0.3 and within 10 % of the
+    highest peak, or 1 when there is none.
 
     Args:
         values: the series, equally spaced.
@@ -377,56 +487,99 @@ def estimate_period(values: Sequence[float], max_period: int = MAX_PERIOD) -> in
         return 1
     r = np.asarray(acf(y, nlags=lags, fft=True), dtype=float)
     peaks = [k for k in range(2, lags) if r[k] > r[k - 1] and r[k] >= r[k + 1] and r[k] >= 0.3]
-    return max(peaks, key=lambda k: r[k]) if peaks else 1
+    if not peaks:
+        return 1
+    # The fundamental: the shortest lag nearly as correlated as the best (a clean daily
+    # cycle correlates almost as well at two or three days).
+    best = max(r[k] for k in peaks)
+    return min(k for k in peaks if r[k] >= 0.9 * best)
+
+
+def anomaly_events(scores: Sequence[PointScore]) -> list[AnomalyEvent]:
+    """The anomalies among `scores`, each once: its points share an `anomaly_start`."""
+    groups: dict[float, list[PointScore]] = {}
+    for score in scores:
+        if score.is_anomaly and score.anomaly_start is not None:
+            groups.setdefault(score.anomaly_start, []).append(score)
+    events = []
+    for start, members in groups.items():
+        peak = max(members, key=lambda s: abs(s.score or 0.0))
+        events.append(
+            AnomalyEvent(
+                start=start,
+                end=members[-1].timestamp,
+                peak=peak.timestamp,
+                peak_score=peak.score or 0.0,
+                peak_anomaly_score=peak.anomaly_score or 0.0,
+                points=len(members),
+            )
+        )
+    return events
+
+
+def _offline(
+    period: int | None, timestamps: Sequence[float] | None, **overrides: float | None
+) -> AnomalyDetector:
+    """A fresh detector as offline mode runs it: the period learnt unless given, the
+    spacing learnt when timestamps are given (one step otherwise)."""
+    updates: dict[str, object] = {"period": period if period is not None else 0}
+    if timestamps is not None:
+        updates["step"] = 0.0
+    updates.update({k: v for k, v in overrides.items() if v is not None})
+    return AnomalyDetector(config=DetectorConfig().model_copy(update=updates))
+
+
+def _stream(
+    detector: AnomalyDetector, values: Sequence[float], timestamps: Sequence[float] | None
+) -> list[PointScore]:
+    times = timestamps if timestamps is not None else range(len(values))
+    return [detector.observe(float(t), float(v)) for t, v in zip(times, values, strict=True)]
 
 
 def score_series(
     values: Sequence[float],
     period: int | None = None,
     *,
+    timestamps: Sequence[float] | None = None,
     threshold: float | None = None,
-    config: DetectorConfig | None = None,
+    score_threshold: float | None = None,
 ) -> list[PointScore]:
-    """Score a whole series at once (offline mode), point by point as the online detector.
+    """Score a whole series (offline mode) by streaming it through the online detector.
 
-    Only the past scores each point, as in production: the first `2 * period + 1` points
-    (10 without a season) warm the detector up and are not scored.
+    Only the past scores each point, as in production, and the period, when not given, is
+    learnt from the points already seen (as online): the first `2 * period + 1` points (30
+    when the period is learnt, 10 when there is none) warm the detector up.
 
     Args:
-        values: equally spaced, oldest first; timestamps become the step indices 0, 1, ...
-        period: seasonal period in steps; None estimates it (`estimate_period`).
-        threshold: overrides the config's.
-        config: everything else; its period and threshold yield to the arguments.
+        values: oldest first.
+        period: seasonal period in steps; None learns it (`estimate_period` at every fit).
+        timestamps: one per value, non-decreasing (gaps respected, the spacing learnt);
+            None: the step indices 0, 1, ...
+        threshold: |robust z| deciding instead of the anomaly score.
+        score_threshold: the anomaly score at or above which a point is anomalous.
     """
-    base = config or DetectorConfig()
-    updates: dict[str, object] = {
-        "period": period if period is not None else estimate_period(values)
-    }
-    if threshold is not None:
-        updates["threshold"] = threshold
-    detector = AnomalyDetector(config=base.model_copy(update=updates))
-    return [detector.observe(float(i), float(v)) for i, v in enumerate(values)]
+    detector = _offline(period, timestamps, threshold=threshold, score_threshold=score_threshold)
+    return _stream(detector, values, timestamps)
 
 
-def detect(values: Sequence[float], period: int | None, threshold: float) -> DetectResult:
+def detect(
+    values: Sequence[float],
+    period: int | None,
+    threshold: float | None = None,
+    timestamps: Sequence[float] | None = None,
+    score_threshold: float | None = None,
+) -> DetectResult:
     """Offline mode as the service serves it: `score_series` and the anomalies' indices.
-
-    Raises:
-        ValueError: the (estimated) period needs more values than there are.
-    """
-    period = period or estimate_period(values)
-    if period > 1 and len(values) < 2 * period + 1:
-        raise ValueError(
-            f"the estimated period is {period} steps: {len(values)} values are too few, "
-            f"give at least {2 * period + 1} or set `period`"
-        )
-    # Offline, the timestamps are the values' indices: one step apart.
-    config = DetectorConfig(period=period, threshold=threshold)
-    scores = score_series(values, period, config=config)
+    Linear in the number of values (the fits are bounded by the window, and amortised)."""
+    detector = _offline(period, timestamps, threshold=threshold, score_threshold=score_threshold)
+    scores = _stream(detector, values, timestamps)
+    config = detector.config
     return DetectResult(
-        period=period,
-        threshold=threshold,
+        events=anomaly_events(scores),
+        period=detector.state.period,
+        threshold=config.z_threshold,
+        score_threshold=None if config.threshold is not None else config.score_threshold,
         scores=scores,
         anomalies=[i for i, s in enumerate(scores) if s.is_anomaly],
-        model=model_info(config),
+        model=detector.model,
     )

@@ -40,7 +40,7 @@ from consort.contracts.anomaly import (
     SeriesSnapshot,
 )
 from consort.kit.actors import actor_runtime_config, mount_actor_runtime, register_actor
-from consort.kit.errors import ProblemError, invalid_field, unavailable
+from consort.kit.errors import ProblemError, unavailable
 from consort.kit.events import declare_subscriptions
 from consort.kit.service import create_app
 
@@ -101,7 +101,7 @@ async def add_points(series: SeriesId, request: PointsIn) -> ScoresOut:
     rejected; the same timestamp and value again is a `duplicate` and changes nothing.
     """
     with tracer.start_as_current_span("series.observe", attributes={"points": len(request.points)}):
-        result = await observe(series, request.points, request.config)
+        result = await observe(series, request.points, request.config, request.reset)
     if result.conflict:
         raise ProblemError(409, "Series config conflict", result.conflict, slug="series-conflict")
     config = request.config or settings.default_series
@@ -147,7 +147,8 @@ async def refit_series(series: SeriesId) -> Any:
 
 @app.post("/v1/anomalies/detect", response_model=DetectResult, tags=["anomalies"])
 async def detect_anomalies(request: DetectRequest) -> DetectResult:
-    """Score a whole series at once (offline mode), as the online detector would have."""
+    """Score a whole series at once (offline mode): streamed through the online detector,
+    so each value is scored from the values before it only, as online."""
     try:
         async with asyncio.timeout(settings.detect_time_budget_s), _detect_slot:
             with tracer.start_as_current_span(
@@ -158,14 +159,14 @@ async def detect_anomalies(request: DetectRequest) -> DetectResult:
                     request.values,
                     request.period,
                     request.threshold or settings.threshold,
+                    request.timestamps,
+                    request.score_threshold or settings.score_threshold,
                 )
-    except ValueError as exc:
-        raise invalid_field("body.values", "too short for the period", detail=str(exc)) from exc
     except TimeoutError as exc:
         raise unavailable(
             "Time budget exceeded",
             f"scoring did not finish within {settings.detect_time_budget_s:g} s: send a "
-            "shorter series, or a shorter period",
+            "shorter series",
             slug="time-budget-exceeded",
             retry_after_s=5,
         ) from exc

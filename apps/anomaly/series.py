@@ -69,11 +69,13 @@ async def call_actor(series: str, method: str, body: Any = None) -> Any:
 
 
 async def observe(
-    series: str, points: list[MetricPoint], config: SeriesConfig | None
+    series: str, points: list[MetricPoint], config: SeriesConfig | None, reset: bool = False
 ) -> ObserveResult:
     """Hand points to the series' actor; its scores, counted by verdict in the metrics."""
     command = ObserveCommand(
-        points=[TimedValue(t=p.timestamp.timestamp(), v=p.value) for p in points], config=config
+        points=[TimedValue(t=p.timestamp.timestamp(), v=p.value) for p in points],
+        config=config,
+        reset=reset,
     )
     result = ObserveResult.model_validate(
         await call_actor(series, "Observe", command.model_dump(mode="json"))

@@ -20,8 +20,16 @@ class AnomalySettings(ServiceSettings):
     step_s: float = Field(
         default=_SERIES.step_s, gt=0, description="Spacing of a new series' points, in seconds."
     )
-    threshold: float = Field(
-        default=_SERIES.threshold, gt=0, description="|robust z| above which a point is anomalous."
+    threshold: float | None = Field(
+        default=_SERIES.threshold,
+        gt=0,
+        description="|robust z| above which a point is anomalous (instead of the score).",
+    )
+    score_threshold: float = Field(
+        default=_SERIES.score_threshold,
+        gt=0,
+        lt=1,
+        description="Anomaly score at or above which a point of a new series is anomalous.",
     )
     refit_interval_s: float = Field(
         default=300.0,
@@ -55,4 +63,9 @@ class AnomalySettings(ServiceSettings):
 
     @property
     def default_series(self) -> SeriesConfig:
-        return SeriesConfig(period=self.period, step_s=self.step_s, threshold=self.threshold)
+        return SeriesConfig(
+            period=self.period,
+            step_s=self.step_s,
+            threshold=self.threshold,
+            score_threshold=self.score_threshold,
+        )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from enum import StrEnum
+from statistics import NormalDist
 
 from pydantic import (
     AwareDatetime,
@@ -23,8 +24,16 @@ from consort.contracts.common import ModelInfo
 
 #: The event published for every point scored as anomalous.
 ANOMALIES_DETECTED = "anomalies.detected"
-#: Most points in one ingestion request or one offline series.
+#: Most points in one ingestion request or event.
 MAX_POINTS = 10_000
+#: Most values in one offline series (`POST /v1/anomalies/detect`): streamed in linear time.
+MAX_DETECT_POINTS = 10_000
+#: Anomaly score (in [0, 1]) at or above which a point is anomalous, by default: a
+#: two-sided Gaussian tail of 1e-4 for the robust z (|z| >= 3.89).
+DEFAULT_SCORE_THRESHOLD = 0.9999
+#: Steps after an anomalous point within which the next anomalous point belongs to the
+#: same anomaly (one event), by default.
+DEFAULT_COOLDOWN_STEPS = 10
 #: Longest seasonal period, in steps.
 MAX_PERIOD = 1_000
 #: Most points a series keeps in its window (the actor's state).
@@ -33,6 +42,11 @@ MAX_WINDOW = 5_000
 SERIES_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
 #: The event producers send points in (consumed by the anomaly service).
 METRICS_OBSERVED = "metrics.observed"
+
+
+def z_at(score_threshold: float) -> float:
+    """The |robust z| whose anomaly score is `score_threshold` (0.9999: 3.89)."""
+    return NormalDist().inv_cdf(0.5 + score_threshold / 2)
 
 
 class MetricPoint(BaseModel):
@@ -56,9 +70,38 @@ class SeriesConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    period: int = Field(default=1, ge=1, le=MAX_PERIOD, description="Season length in steps.")
+    period: int = Field(
+        default=1,
+        ge=0,
+        le=MAX_PERIOD,
+        description="Season length in steps; 0: learnt from the points seen (at every fit).",
+    )
     step_s: float = Field(default=60.0, gt=0, description="Spacing of the points, in seconds.")
-    threshold: float = Field(default=5.0, gt=0, description="|robust z| above this: anomalous.")
+    threshold: float | None = Field(
+        default=None,
+        gt=0,
+        description="|robust z| above this: anomalous (instead of `score_threshold`).",
+    )
+    score_threshold: float = Field(
+        default=DEFAULT_SCORE_THRESHOLD,
+        gt=0,
+        lt=1,
+        description="Anomaly score at or above this: anomalous (unless `threshold` is set).",
+    )
+    cooldown_steps: int = Field(
+        default=DEFAULT_COOLDOWN_STEPS,
+        ge=0,
+        le=MAX_WINDOW,
+        description=(
+            "An anomalous point within this many steps of the last one extends its anomaly "
+            "(no new event); 0: only consecutive points do."
+        ),
+    )
+
+    @property
+    def z_threshold(self) -> float:
+        """The |robust z| where the decision falls: `threshold`, or the score threshold's."""
+        return z_at(self.score_threshold) if self.threshold is None else self.threshold
 
 
 class PointsIn(BaseModel):
@@ -72,13 +115,21 @@ class PointsIn(BaseModel):
         default=None,
         description=(
             "How the series is modelled. Taken when the series is new (defaults otherwise); "
-            "another config for an existing series is a 409: delete the series first."
+            "another config for an existing series is a 409 unless `reset` is true."
+        ),
+    )
+    reset: bool = Field(
+        default=False,
+        description=(
+            "Start the series over with `config` (its points, model and anomalies are "
+            "forgotten): how a series' config is changed."
         ),
     )
 
 
 class DetectRequest(BaseModel):
-    """A whole series to score at once (offline mode): equally spaced values, oldest first."""
+    """A whole series to score at once (offline mode), oldest first. It is streamed through
+    the online detector: each value is scored from the values before it only."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -86,15 +137,33 @@ class DetectRequest(BaseModel):
         default=None,
         ge=1,
         le=MAX_PERIOD,
-        description="Seasonal period in steps; 1: none; omitted: estimated from the data.",
+        description=(
+            "Seasonal period in steps; 1: none; omitted: learnt from the values already seen "
+            "(as online), never from later ones."
+        ),
     )
     threshold: float | None = Field(
-        default=None, gt=0, description="Robust z above which a point is anomalous."
+        default=None,
+        gt=0,
+        description="|robust z| above which a point is anomalous (instead of the score).",
+    )
+    score_threshold: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Anomaly score at or above which a point is anomalous; omitted: 0.9999.",
     )
     values: list[float] = Field(
         min_length=3,
-        max_length=MAX_POINTS,
+        max_length=MAX_DETECT_POINTS,
         description="At least 3 values, and 2 * period + 1 with a seasonal period.",
+    )
+    timestamps: list[float] | None = Field(
+        default=None,
+        description=(
+            "Seconds since the epoch, one per value, non-decreasing: gaps are respected and "
+            "the spacing learnt, as online. Omitted: the values are one step apart."
+        ),
     )
 
     @field_validator("values")
@@ -110,6 +179,27 @@ class DetectRequest(BaseModel):
                 f"give at least 2 * period + 1 = {2 * period + 1}"
             )
         return values
+
+    @field_validator("timestamps")
+    @classmethod
+    def _one_per_value_in_order(
+        cls, timestamps: list[float] | None, info: ValidationInfo
+    ) -> list[float] | None:
+        if timestamps is None:
+            return None
+        values = info.data.get("values")
+        if values is not None and len(timestamps) != len(values):
+            raise ValueError(
+                f"{len(timestamps)} timestamps for {len(values)} values: give one each"
+            )
+        previous = -math.inf
+        for index, timestamp in enumerate(timestamps):
+            if not math.isfinite(timestamp):
+                raise ValueError(f"timestamps[{index}] is not a finite number")
+            if timestamp < previous:
+                raise ValueError(f"timestamps[{index}] is older than timestamps[{index - 1}]")
+            previous = timestamp
+        return timestamps
 
 
 class ScoreStatus(StrEnum):
@@ -139,7 +229,34 @@ class PointScore(BaseModel):
     score: float | None = Field(
         default=None, description="Robust z: (residual - median) / (1.4826 MAD) of recent ones."
     )
+    anomaly_score: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description=(
+            "1 - the two-sided Gaussian tail probability of the robust z (its scale floored "
+            "by the series' quantum and level): 0.9999 is |z| = 3.89."
+        ),
+    )
     is_anomaly: bool = False
+    anomaly_start: float | None = Field(
+        default=None,
+        description=(
+            "For an anomalous point: the timestamp where its anomaly began (this point's own "
+            "when it opens one, and then `anomalies.detected` fires)."
+        ),
+    )
+
+
+class AnomalyEvent(BaseModel):
+    """One anomaly: consecutive anomalous points (gaps up to the cool-down allowed)."""
+
+    start: float = Field(description="Timestamp of its first anomalous point.")
+    end: float = Field(description="Timestamp of its last anomalous point.")
+    peak: float = Field(description="Timestamp of its highest |robust z|.")
+    peak_score: float = Field(description="The robust z there.")
+    peak_anomaly_score: float = Field(ge=0, le=1, description="The anomaly score there.")
+    points: int = Field(ge=1, description="Anomalous points in it.")
 
 
 class ScoresOut(BaseModel):
@@ -165,7 +282,11 @@ class AnomaliesDetected(BaseModel):
     lower: float
     upper: float
     score: float
-    threshold: float
+    threshold: float = Field(description="The |robust z| at the edge of the normal range.")
+    anomaly_score: float | None = Field(default=None, description="In [0, 1], as `PointScore`.")
+    anomaly_start: datetime | None = Field(
+        default=None, description="Where the anomaly began: one event per anomaly, at its start."
+    )
     model: ModelInfo
     detected_at: datetime
 
@@ -190,10 +311,20 @@ class SeriesSnapshot(BaseModel):
 class DetectResult(BaseModel):
     """Scores of a whole series (offline mode), in the order of its values."""
 
-    period: int = Field(description="The seasonal period used (estimated when not given).")
-    threshold: float
-    scores: list[PointScore] = Field(description="One per value; `timestamp` is its index.")
+    period: int = Field(
+        description="The seasonal period in use at the last value (learnt when not given)."
+    )
+    threshold: float = Field(description="The |robust z| at the edge of the normal range.")
+    score_threshold: float | None = Field(
+        default=None, description="The anomaly score at or above which a point is anomalous."
+    )
+    scores: list[PointScore] = Field(
+        description="One per value; `timestamp` is the one given, or the value's index."
+    )
     anomalies: list[int] = Field(description="Indices of the anomalous values.")
+    events: list[AnomalyEvent] = Field(
+        default_factory=list, description="The anomalies, each once, oldest first."
+    )
     model: ModelInfo
 
 

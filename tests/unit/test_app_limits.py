@@ -78,9 +78,9 @@ OVER_THE_LIMIT = [
     (
         "anomaly",
         "/v1/anomalies/detect",
-        {"values": [1.0] * (anomaly.MAX_POINTS + 1)},
+        {"values": [1.0] * (anomaly.MAX_DETECT_POINTS + 1)},
         "body.values",
-        anomaly.MAX_POINTS,
+        anomaly.MAX_DETECT_POINTS,
     ),
     (
         "anomaly",

@@ -26,6 +26,7 @@ from consort.contracts.anomaly import (
     SeriesSnapshot,
 )
 from consort.contracts.gateway import PointsAccepted
+from consort.kit.errors import invalid_field
 
 router = APIRouter(prefix="/metrics", tags=["metrics"], dependencies=[requires("timeseries")])
 
@@ -51,8 +52,10 @@ async def add_points(
 
     A point older than the series' newest is `late` and rejected; the same timestamp and
     value again is a `duplicate` and changes nothing. `config` (period, step, threshold)
-    applies when the series is new.
+    applies when the series is new, or with `reset` (which needs `wait`).
     """
+    if request.reset and not wait:
+        raise invalid_field("body.reset", "needs wait=true: a reset is answered, not queued")
     if not wait:
         event = MetricsObserved(series=series, points=request.points, config=request.config)
         event_id = await sc.publish_event(
