@@ -228,8 +228,10 @@ def test_offline_scoring_is_linear_in_the_series_length() -> None:
         return time.process_time() - started
 
     short, long = cpu_seconds(3_000), cpu_seconds(12_000)
-    # Four times the points, about four times the work (quadratic would be sixteen).
-    assert long < 7 * short, (short, long)
+    # Four times the points: four to six times the work (the short series spends more of
+    # itself warming up, before the window is full); quadratic would be sixteen. The bound
+    # leaves room for a shared machine's noise (CI saw 7.3 once).
+    assert long < 10 * short, (short, long)
 
 
 def test_a_level_shift_is_one_anomaly_not_hundreds() -> None:
