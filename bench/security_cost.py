@@ -31,6 +31,7 @@ import httpx
 from bench.load import closed_loop
 from bench.local import local_system
 from bench.machine import describe
+from consort.dev.processes import group_cpu_seconds
 from consort.dev.system import LocalSystem
 
 RESULTS = Path(__file__).parent / "results"
@@ -38,17 +39,8 @@ TEXT = "The battery life is awful, but the screen is gorgeous and the price is f
 
 
 def cpu_seconds(system: LocalSystem) -> float:
-    """User and system CPU seconds of every live process in the system's process groups."""
-    groups = {p.popen.pid for p in system.supervisor.procs if p.popen is not None}
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) in groups:  # pgrp
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of every live process in the system's process groups."""
+    return group_cpu_seconds({p.popen.pid for p in system.supervisor.procs if p.popen})
 
 
 def poster(

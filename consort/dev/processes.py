@@ -56,6 +56,20 @@ def free_port(host: str = "127.0.0.1") -> int:
             return port
 
 
+def group_cpu_seconds(groups: set[int]) -> float:
+    """User and system CPU seconds the kernel charged to every live process whose process
+    group is in `groups` (from /proc: steady on a shared machine, unlike wall time)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) in groups:  # pgrp
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)

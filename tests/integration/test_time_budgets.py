@@ -8,17 +8,16 @@ budget so that a costly request runs out of it within the test.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from consort.contracts.anomaly import MAX_DETECT_POINTS as MAX_POINTS
+from consort.dev.processes import group_cpu_seconds
 from consort.dev.system import InfraPorts, LocalSystem, RunFile
 from tests import conftest
 
@@ -52,19 +51,6 @@ def invoke(system: LocalSystem, app_id: str, path: str, body: Any) -> httpx.Resp
     """Call `app_id`'s route through its own sidecar (service invocation)."""
     url = f"{system.sidecar_url(app_id)}/v1.0/invoke/{app_id}/method/{path}"
     return httpx.post(url, json=body, headers=system.sidecar_headers(app_id), timeout=60)
-
-
-def cpu_seconds(group: int) -> float:
-    """User and system CPU seconds of every live process in process group `group`."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == group:  # pgrp
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def small(i: int) -> dict[str, Any]:
@@ -109,10 +95,10 @@ def test_offline_detection_at_the_limit_without_a_period_completes(
     values[MAX_POINTS - 500] += 80
     group = budget_system.supervisor.get("anomaly").pid
     assert group is not None
-    before = cpu_seconds(group)
+    before = group_cpu_seconds({group})
     started = time.monotonic()
     response = invoke(budget_system, "anomaly", "v1/anomalies/detect", {"values": values})
-    spent, took = cpu_seconds(group) - before, time.monotonic() - started
+    spent, took = group_cpu_seconds({group}) - before, time.monotonic() - started
     print(f"{MAX_POINTS} values: {took:.1f} s, {spent:.1f} CPU s")  # noqa: T201
     assert response.status_code == 200, response.text
     assert spent < DETECT_CPU_S, spent
