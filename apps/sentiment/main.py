@@ -8,7 +8,6 @@ Reviews arrive as `reviews.submitted` events; their scores leave as
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -17,6 +16,7 @@ from fastapi import Body
 from fastapi.responses import JSONResponse
 
 from apps.sentiment.analyzer import SentimentAnalyzer, text_sha256
+from apps.sentiment.cache import ResultCache
 from apps.sentiment.settings import SentimentSettings
 from consort.contracts.events import (
     PUBSUB,
@@ -42,6 +42,11 @@ tracer = get_tracer("sentiment")
 settings = SentimentSettings()
 kit = ServiceKit(settings, version="1.0.0")
 analyzer_slot = kit.load_model("vader", SentimentAnalyzer)
+# Announcements leave in bulk, off the request path (at most 100 ms later).
+announcements = kit.event_batcher(settings.pubsub_name, TEXTS_ANALYZED)
+# Results are immutable per model version: the hottest stay in process, in front of the
+# state store's shared cache.
+recent: ResultCache[SentimentResult] = ResultCache(settings.local_cache_entries)
 
 
 app = create_app(
@@ -60,10 +65,13 @@ async def _score(texts: list[str], *, announce: bool = True) -> list[SentimentRe
     each result served is announced as `texts.analyzed` unless `announce` is False."""
     analyzer = analyzer_slot.get()
     keys = [_cache_key(analyzer.model.version, text_sha256(t)) for t in texts]
-    cached: dict[str, SentimentResult] = {}
+    cached: dict[str, SentimentResult] = recent.get_many(keys)
+    missing = sorted(set(keys) - cached.keys())
     try:
-        for item in await kit.sidecar.get_bulk_state(settings.statestore_name, sorted(set(keys))):
-            cached[item.key] = SentimentResult.model_validate(item.value)
+        if missing:
+            for item in await kit.sidecar.get_bulk_state(settings.statestore_name, missing):
+                cached[item.key] = SentimentResult.model_validate(item.value)
+                recent.put(item.key, cached[item.key])
     except SidecarError as exc:
         # The cache is an optimisation: without it the service still answers.
         log.warning("state store unavailable, scoring without cache: %s", exc)
@@ -81,18 +89,17 @@ async def _score(texts: list[str], *, announce: bool = True) -> list[SentimentRe
     results = [
         fresh[k] if k in fresh else cached[k].model_copy(update={"cached": True}) for k in keys
     ]
-    # The cache write and the events are independent: one round trip of waiting, not two.
-    await asyncio.gather(_cache(fresh), _announce(texts, results) if announce else _nothing())
+    if announce:
+        _announce(texts, results)
+    await _cache(fresh)
     return results
-
-
-async def _nothing() -> None:
-    return None
 
 
 async def _cache(fresh: dict[str, SentimentResult]) -> None:
     if not fresh:
         return
+    for key, result in fresh.items():
+        recent.put(key, result)
     try:
         await kit.sidecar.save_states(
             settings.statestore_name,
@@ -103,33 +110,20 @@ async def _cache(fresh: dict[str, SentimentResult]) -> None:
         log.warning("could not cache %d results: %s", len(fresh), exc)
 
 
-async def _announce(texts: list[str], results: list[SentimentResult]) -> None:
+def _announce(texts: list[str], results: list[SentimentResult]) -> None:
+    """Queue one `texts.analyzed` event per result served (published in bulk)."""
     now = datetime.now(UTC)
-    events = [
-        TextsAnalyzed(
-            text_sha256=r.text_sha256,
-            chars=len(t),
-            label=r.label,
-            compound=r.compound,
-            cached=r.cached,
-            model=r.model,
-            analyzed_at=now,
-        ).model_dump(mode="json")
-        for t, r in zip(texts, results, strict=True)
-    ]
-    outcomes = await asyncio.gather(
-        *(
-            kit.sidecar.publish_event(
-                settings.pubsub_name, TEXTS_ANALYZED, e, source=settings.app_id
+    for t, r in zip(texts, results, strict=True):
+        announcements.add(
+            TextsAnalyzed(
+                text_sha256=r.text_sha256,
+                chars=len(t),
+                label=r.label,
+                compound=r.compound,
+                cached=r.cached,
+                model=r.model,
+                analyzed_at=now,
             )
-            for e in events
-        ),
-        return_exceptions=True,
-    )
-    failed = [o for o in outcomes if isinstance(o, BaseException)]
-    if failed:
-        log.error(
-            "%d of %d texts.analyzed events not published: %s", len(failed), len(events), failed[0]
         )
 
 

@@ -13,3 +13,8 @@ class SentimentSettings(ServiceSettings):
     cache_ttl_s: int = Field(
         default=7 * 24 * 3600, description="How long a cached result lives in the state store."
     )
+    local_cache_entries: int = Field(
+        default=10_000,
+        ge=0,
+        description="Results kept in process in front of the state store (0: none).",
+    )

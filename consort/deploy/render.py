@@ -116,7 +116,7 @@ def _probe(path: str, period_s: int, failures: int) -> Doc:
     }
 
 
-def app_env(sources: Sources, spec: AppSpec) -> list[Doc]:
+def app_env(sources: Sources, spec: AppSpec, environment: Environment) -> list[Doc]:
     """The app container's environment: what `consort run` sets, for a pod."""
     values = {
         **sources.run_file.sidecar.env,
@@ -127,6 +127,8 @@ def app_env(sources: Sources, spec: AppSpec) -> list[Doc]:
         "CONSORT_SHUTDOWN_GRACE_S": str(drain_seconds(sources)),
         "CONSORT_CACHE": MODEL_CACHE,
         "CONSORT_ZIPKIN_URL": sources.kube.zipkin,
+        # The apps' tracers start traces at the rate the sidecars' Configuration records.
+        "CONSORT_TRACE_SAMPLING": environment.sampling_rate,
     }
     # DAPR_HTTP_PORT and DAPR_GRPC_PORT come from the sidecar injector, as in every pod.
     env: list[Doc] = [{"name": k, "value": v} for k, v in values.items()]
@@ -143,14 +145,14 @@ def app_env(sources: Sources, spec: AppSpec) -> list[Doc]:
     return [*env, {"name": "CONSORT_INSTANCE", "valueFrom": pod_name}, *tokens]
 
 
-def app_container(sources: Sources, spec: AppSpec) -> Doc:
+def app_container(sources: Sources, spec: AppSpec, env: Environment) -> Doc:
     plan = sources.plan(spec.app_id)
     return {
         "name": APP_CONTAINER,
         "image": f"{sources.kube.image}-{spec.app_id}:{sources.version}",
         "command": list(spec.command),
         "ports": [{"name": "http", "containerPort": spec.app_port}],
-        "env": app_env(sources, spec),
+        "env": app_env(sources, spec, env),
         # /healthz answers as soon as the process serves; /readyz once the model is loaded
         # and the sidecar is reachable (503 while draining).
         "startupProbe": _probe(LIVENESS_PATH, 2, 60),
@@ -186,7 +188,7 @@ def deployment(sources: Sources, spec: AppSpec, env: Environment) -> Doc:
         + SIDECAR_BLOCK_MARGIN_S
         + SIDECAR_SHUTDOWN_S,
         "securityContext": {"runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001},
-        "containers": [app_container(sources, spec)],
+        "containers": [app_container(sources, spec, env)],
     }
     if spec.app_id == "gateway":
         _mount_keys(pod)

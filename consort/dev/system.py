@@ -461,6 +461,8 @@ class LocalSystem:
             "CONSORT_SHUTDOWN_GRACE_S": f"{self.scale_file.drain_grace_s:g}",
             # Read by the apps' tracers and, through config.yaml, by daprd.
             "CONSORT_ZIPKIN_URL": f"{self.zipkin_url}/api/v2/spans" if self.zipkin_url else "",
+            # The share of traces recorded, by the apps' tracers and (config.yaml) daprd.
+            "CONSORT_TRACE_SAMPLING": os.environ.get("CONSORT_TRACE_SAMPLING", "1"),
             # daprd would read this when no scheduler address is given; ours always is.
             "DAPR_SCHEDULER_HOST_ADDRESS_DNS_A": "",
             **self._security_env(spec.app_id),

@@ -401,6 +401,7 @@ class Sidecar:
         *,
         source: str = "consort",
         event_type: str | None = None,
+        traceparents: Mapping[str, str] | None = None,
     ) -> list[str]:
         """Publish many CloudEvents in one call; returns the ids of those not published
         (the broker took the others). Not transactional: resend the failed ones under the
@@ -412,6 +413,8 @@ class Sidecar:
             events: each event's id -> its data (JSON-able).
             source: the CloudEvent source (the publishing app's id).
             event_type: the CloudEvent type; `consort.<topic>.v1` when omitted.
+            traceparents: an event's id -> the W3C trace context it was caused in, so its
+                delivery continues that trace rather than this call's.
         """
         if not events:
             return []
@@ -426,6 +429,13 @@ class Sidecar:
                     "type": event_type or f"consort.{topic}.v1",
                     "datacontenttype": "application/json",
                     "data": data,
+                    # daprd keeps an envelope's own trace when it names one (`traceid`,
+                    # the field it reads first, and `traceparent`).
+                    **(
+                        {"traceid": traceparents[event_id], "traceparent": traceparents[event_id]}
+                        if traceparents and event_id in traceparents
+                        else {}
+                    ),
                 },
             }
             for event_id, data in events.items()

@@ -29,6 +29,7 @@ from consort.contracts.catalog import Component, Route, ServiceInfo, SidecarInfo
 from consort.contracts.common import ModelInfo
 from consort.contracts.events import TOPICS
 from consort.kit.app_token import AppTokenGuard
+from consort.kit.batching import EventBatcher
 from consort.kit.caller_faults import CallerFaultsInBand
 from consort.kit.dapr import Sidecar, SidecarError
 from consort.kit.errors import (
@@ -156,6 +157,7 @@ class ServiceKit:
         self._sidecar: Sidecar | None = None
         self._checks: dict[str, ReadinessCheck] = {"sidecar": self._sidecar_ready}
         self._slots: list[ModelSlot[Any]] = []
+        self._batchers: list[EventBatcher] = []
         #: Models (or libraries) the app uses that are not loaded through `load_model`.
         self.extra_models: list[ModelInfo] = []
         self.metrics = Metrics(settings.app_id)
@@ -178,6 +180,15 @@ class ServiceKit:
         self._slots.append(slot)
         self.add_readiness_check(name, slot.readiness)
         return slot
+
+    def event_batcher(self, pubsub: str, topic_name: str, **options: Any) -> EventBatcher:
+        """Publish events of `topic_name` in bulk from a background task that runs while
+        the app does (flushed at shutdown). See `consort.kit.batching` for the trade."""
+        batcher = EventBatcher(
+            lambda: self.sidecar, pubsub, topic_name, source=self.settings.app_id, **options
+        )
+        self._batchers.append(batcher)
+        return batcher
 
     def add_readiness_check(self, name: str, check: ReadinessCheck) -> None:
         """Make `/readyz` wait for `check` as well."""
@@ -243,11 +254,15 @@ class ServiceKit:
     async def running(self) -> AsyncIterator[None]:
         self._sidecar = Sidecar(self.sidecar_settings, self.settings.sidecar_timeout_s)
         loading = [asyncio.create_task(slot.load()) for slot in self._slots]
+        for batcher in self._batchers:
+            batcher.start()
         try:
             yield
         finally:
             for task in loading:
                 task.cancel()
+            for batcher in self._batchers:
+                await batcher.stop()
             await self._sidecar.aclose()
             self._sidecar = None
 
@@ -362,7 +377,13 @@ def create_app(
     app.add_middleware(CallerFaultsInBand)
     # Outermost: a request that is not from this app's sidecar is refused before any work.
     app.add_middleware(AppTokenGuard, public=public_paths)
-    setup_tracing(app, kit.settings.app_id, kit.version, kit.settings.zipkin_url)
+    setup_tracing(
+        app,
+        kit.settings.app_id,
+        kit.version,
+        kit.settings.zipkin_url,
+        kit.settings.trace_sampling,
+    )
 
     _mount_health_routes(app, kit)
     return app

@@ -70,6 +70,14 @@ class ServiceSettings(BaseSettings):
         validation_alias=_shared("zipkin_url"),
         description="Zipkin span endpoint (…/api/v2/spans); unset: spans are not exported.",
     )
+    trace_sampling: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        validation_alias=_shared("trace_sampling"),
+        description="Share of the traces this app starts that are recorded (0 to 1); a trace "
+        "that arrives sampled (a caller's `traceparent` with flag 01) is always recorded.",
+    )
     sidecar_timeout_s: float = Field(
         default=5.0,
         validation_alias=_shared("sidecar_timeout_s"),

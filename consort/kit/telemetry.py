@@ -22,6 +22,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,7 +35,9 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 
 
-def setup_tracing(app: FastAPI, service: str, version: str, zipkin_url: str | None) -> None:
+def setup_tracing(
+    app: FastAPI, service: str, version: str, zipkin_url: str | None, sampling: float = 1.0
+) -> None:
     """Trace `app` as `service`; export to `zipkin_url` when given (else spans stay local).
 
     The provider is global to the process (one app per process), installed once.
@@ -44,11 +47,14 @@ def setup_tracing(app: FastAPI, service: str, version: str, zipkin_url: str | No
         service: the service name on its spans (the app id).
         version: the service version on its spans.
         zipkin_url: Zipkin's span endpoint (`.../api/v2/spans`), or None.
+        sampling: the share of traces started here that are recorded; a trace that
+            arrives sampled or not keeps its caller's decision (as daprd does).
     """
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
         provider = TracerProvider(
-            resource=Resource.create({SERVICE_NAME: service, SERVICE_VERSION: version})
+            resource=Resource.create({SERVICE_NAME: service, SERVICE_VERSION: version}),
+            sampler=ParentBased(TraceIdRatioBased(sampling)),
         )
         if zipkin_url:
             provider.add_span_processor(

@@ -1,0 +1,235 @@
+"""The cost of a request: CPU seconds the whole system spends per request, route by route.
+
+One system is started as `make run` starts it (tracing on, so Zipkin's JVM is counted too;
+security on), with gateway, sentiment, nlp, anomaly and recommender. For each route, a
+closed loop of requests at concurrency 1 and 16; around each run, the user + system CPU
+seconds the kernel charged to every process of the system (apps, sidecars, Redis,
+placement, scheduler, sentry, Zipkin), read from /proc, divided by the requests. CPU per
+request is steady on a shared machine where wall time is not. Beside each route, the
+in-process cost of the model work it wraps (the floor), and the split by process.
+
+    sentiment-direct    HTTP straight to the sentiment app (cached result)
+    sentiment-sidecar   through sentiment's own daprd
+    sentiment-gateway   client -> gateway -> daprd -> daprd -> sentiment
+    analyze-gateway     /v1/text/analyze: nlp and sentiment in parallel, joined
+    recommend-gateway   /v1/recommendations/{user} on a model trained from MSWeb
+    anomaly-gateway     /v1/metrics/{series}/points, a batch of 100 points per request
+
+Results: bench/results/cost.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.load import closed_loop
+from bench.local import local_system
+from bench.machine import describe
+from consort.dev.system import LocalSystem
+
+RESULTS = Path(__file__).parent / "results"
+TEXT = "The battery life is awful, but the screen is gorgeous and the price is fair."
+APPS = ["gateway", "sentiment", "nlp", "anomaly", "recommender"]
+POINTS_PER_BATCH = 100
+
+
+def cpu_by_process(system: LocalSystem) -> dict[str, float]:
+    """CPU seconds so far of each supervised process (with its children), by name."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    groups = {p.popen.pid: p.name for p in system.supervisor.procs if p.popen}
+    out: dict[str, float] = dict.fromkeys(groups.values(), 0.0)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = groups.get(int(fields[2]))
+        if name is not None:
+            out[name] += (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
+def in_process_ms(work: Callable[[], object], seconds: float = 1.0) -> float:
+    """CPU milliseconds per call of `work` in this process (the floor under a route)."""
+    work()
+    calls, started = 0, time.process_time()
+    while time.process_time() - started < seconds:
+        work()
+        calls += 1
+    return round(1000 * (time.process_time() - started) / calls, 4)
+
+
+Call = Callable[[], Awaitable[bool]]
+
+
+def request(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> Call:
+    async def call() -> bool:
+        try:
+            response = await client.request(method, url, **kwargs)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    return call
+
+
+def anomaly_batches(client: httpx.AsyncClient, gateway: str, headers: dict[str, str]) -> Call:
+    """Each call sends the next 100 points of one of 16 series (a daily sine with noise)."""
+    import math
+    import random
+
+    rng = random.Random(7)
+    clocks = dict.fromkeys(range(16), 0)
+    series = itertools.cycle(range(16))
+
+    async def call() -> bool:
+        s = next(series)
+        start = clocks[s]
+        clocks[s] += POINTS_PER_BATCH
+        points = [
+            {
+                "timestamp": 1_700_000_000 + 60 * t,
+                "value": 100 + 10 * math.sin(2 * math.pi * t / 1440) + rng.gauss(0, 1),
+            }
+            for t in range(start, start + POINTS_PER_BATCH)
+        ]
+        try:
+            response = await client.post(
+                f"{gateway}/v1/metrics/cost-{s}/points", json={"points": points}, headers=headers
+            )
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    return call
+
+
+async def train_recommender(client: httpx.AsyncClient, gateway: str) -> list[str]:
+    """Load MSWeb's visits, retrain, and return some users to ask for."""
+    from bench.eval_recommender import DATASETS, load_msweb
+    from bench.recommender_service import ingest, retrain, visits_as_interactions
+
+    _, users = load_msweb(DATASETS / "msweb" / "anonymous-msweb.data.gz")
+    visits = [(u, a) for u, areas in users[:5000] for a in areas]
+    await ingest(client, gateway, visits_as_interactions(visits))
+    await retrain(client, gateway)
+    return [u for u, _ in users[:200]]
+
+
+async def measure(system: LocalSystem, requests: int) -> dict[str, Any]:
+    from apps.sentiment.analyzer import SentimentAnalyzer
+
+    gateway = system.url("gateway")
+    limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+    results: dict[str, Any] = {}
+    async with httpx.AsyncClient(timeout=60, limits=limits, headers=system.api_headers) as client:
+        users = await train_recommender(client, gateway)
+        cycle_users = itertools.cycle(users)
+
+        async def recommend() -> bool:
+            try:
+                response = await client.get(f"{gateway}/v1/recommendations/{next(cycle_users)}")
+            except httpx.HTTPError:
+                return False
+            return response.status_code == 200
+
+        sentiment_body = {"json": {"text": TEXT}}
+        routes: dict[str, Call] = {
+            "sentiment-direct": request(
+                client,
+                "POST",
+                f"{system.url('sentiment')}/v1/sentiment",
+                headers=system.app_headers("sentiment"),
+                **sentiment_body,
+            ),
+            "sentiment-sidecar": request(
+                client,
+                "POST",
+                f"{system.sidecar_url('sentiment')}/v1.0/invoke/sentiment/method/v1/sentiment",
+                headers=system.sidecar_headers("sentiment"),
+                **sentiment_body,
+            ),
+            "sentiment-gateway": request(
+                client, "POST", f"{gateway}/v1/text/sentiment", **sentiment_body
+            ),
+            "analyze-gateway": request(
+                client, "POST", f"{gateway}/v1/text/analyze", **sentiment_body
+            ),
+            "recommend-gateway": recommend,
+            "anomaly-gateway": anomaly_batches(client, gateway, system.api_headers),
+        }
+        analyzer = SentimentAnalyzer()
+        floors = {
+            "sentiment": in_process_ms(lambda: analyzer.analyze(TEXT)),
+        }
+        for name, call in routes.items():
+            for concurrency in (1, 16):
+                n = requests if not name.startswith("anomaly") else max(requests // 5, 100)
+                await closed_loop(call, requests=20, concurrency=concurrency, warmup=0)
+                before = cpu_by_process(system)
+                run = await closed_loop(call, requests=n, concurrency=concurrency, warmup=0)
+                after = cpu_by_process(system)
+                spent = {k: after[k] - before.get(k, 0.0) for k in after}
+                total = sum(spent.values())
+                entry = run.as_dict() | {
+                    "cpu_ms_per_request": round(1000 * total / n, 3),
+                    "cpu_ms_per_request_by_process": {
+                        k: round(1000 * v / n, 3)
+                        for k, v in sorted(spent.items(), key=lambda kv: -kv[1])
+                        if v > 0
+                    },
+                }
+                if name.startswith("anomaly"):
+                    entry["points_per_s"] = round(run.throughput_rps * POINTS_PER_BATCH, 1)
+                    entry["cpu_us_per_point"] = round(1e6 * total / n / POINTS_PER_BATCH, 2)
+                results.setdefault(name, {})[f"c{concurrency}"] = entry
+                top = ", ".join(
+                    f"{k} {v:.2f}"
+                    for k, v in list(entry["cpu_ms_per_request_by_process"].items())[:4]
+                )
+                print(
+                    f"{name:>18} c={concurrency:<2} p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f}"
+                    f" ms  {run.throughput_rps:7.1f} req/s  cpu {entry['cpu_ms_per_request']:6.2f}"
+                    f" ms/req ({top})  errors {run.errors}",
+                    flush=True,
+                )
+    return {"routes": results, "in_process_cpu_ms": floors}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=RESULTS / "cost.json")
+    args = parser.parse_args()
+    load_before = os.getloadavg()[0]
+    started = time.monotonic()
+    with local_system(APPS, tracing=True) as system:
+        ready_s = round(time.monotonic() - started, 1)
+        print(f"system ready in {ready_s} s", flush=True)
+        measured = asyncio.run(measure(system, args.requests))
+    report = {
+        "benchmark": "cost",
+        "description": __doc__,
+        "machine": describe(),
+        "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]},
+        "requests_per_run": args.requests,
+        "system_ready_s": ready_s,
+        **measured,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
