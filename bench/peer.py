@@ -34,6 +34,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -89,6 +90,7 @@ class ProcStat:
     pgrp: int
     session: int
     cpu_s: float
+    nice: int
     name: str
 
 
@@ -109,6 +111,7 @@ def processes() -> list[ProcStat]:
                 pgrp=int(fields[2]),
                 session=int(fields[3]),
                 cpu_s=(int(fields[11]) + int(fields[12])) / CLK_TCK,
+                nice=int(fields[16]),
                 name=_short_name(comm, [c.decode(errors="replace") for c in cmdline if c]),
             )
         )
@@ -135,10 +138,20 @@ class System:
     headers: dict[str, str]
     cpu: Callable[[], dict[str, float]]  # CPU seconds so far, by process (or group) name
     startup_s: float
+    members: Callable[[], list[ProcStat]]  # its live processes
+
+
+def nice_values(system: System) -> dict[str, int]:
+    """The nice value of each of the system's processes, by name."""
+    return {p.name: p.nice for p in sorted(system.members(), key=lambda p: p.name)}
+
+
+def consort_groups(system: LocalSystem) -> dict[int, str]:
+    return {p.popen.pid: p.name for p in system.supervisor.procs if p.popen}
 
 
 def consort_cpu(system: LocalSystem) -> Callable[[], dict[str, float]]:
-    groups = {p.popen.pid: p.name for p in system.supervisor.procs if p.popen}
+    groups = consort_groups(system)
 
     def read() -> dict[str, float]:
         split: dict[str, float] = {}
@@ -149,6 +162,23 @@ def consort_cpu(system: LocalSystem) -> Callable[[], dict[str, float]]:
         return split
 
     return read
+
+
+def consort_members(system: LocalSystem) -> Callable[[], list[ProcStat]]:
+    groups = consort_groups(system)
+
+    def read() -> list[ProcStat]:
+        return [
+            ProcStat(p.pid, p.pgrp, p.session, p.cpu_s, p.nice, groups[p.pgrp])
+            for p in processes()
+            if p.pgrp in groups
+        ]
+
+    return read
+
+
+def session_members(session: int) -> Callable[[], list[ProcStat]]:
+    return lambda: [p for p in processes() if p.session == session]
 
 
 def session_cpu(session: int) -> Callable[[], dict[str, float]]:
@@ -212,6 +242,7 @@ def consort() -> Iterator[System]:
             system.api_headers,
             consort_cpu(system),
             time.monotonic() - started,
+            consort_members(system),
         )
 
 
@@ -231,7 +262,14 @@ def monolith(logs: Path) -> Iterator[System]:
         try:
             url = f"http://127.0.0.1:{port}"
             wait_http(f"{url}/healthz", 120, lambda: lead.poll() is None)
-            yield System("monolith", url, {}, session_cpu(lead.pid), time.monotonic() - started)
+            yield System(
+                "monolith",
+                url,
+                {},
+                session_cpu(lead.pid),
+                time.monotonic() - started,
+                session_members(lead.pid),
+            )
         finally:
             stop_session(lead, 25)
 
@@ -318,9 +356,17 @@ def ray_serve(logs: Path) -> Iterator[System]:
                 timeout=300,
             )
             url = f"http://127.0.0.1:{http}"
-            yield System("ray_serve", url, {}, session_cpu(lead.pid), time.monotonic() - started)
+            yield System(
+                "ray_serve",
+                url,
+                {},
+                session_cpu(lead.pid),
+                time.monotonic() - started,
+                session_members(lead.pid),
+            )
         finally:
             stop_session(lead, 45)  # Ray drains for up to 30 s on SIGTERM
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 # -- the load ----------------------------------------------------------------------------------
@@ -451,6 +497,8 @@ def main() -> None:
                     if name == "consort":  # the c=16 texts again: sentiment's cache hits
                         levels["c16_cached"] = chunks["c16"]
                     figures = asyncio.run(measure(system, levels, args.requests, args.warmup))
+                    nice = nice_values(system)
+                    sessions = len({p.session for p in system.members()})
             except Exception:
                 for log in sorted(logs.glob("*.log")):
                     print(f"----- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
@@ -458,6 +506,9 @@ def main() -> None:
             results[name] = {
                 "startup_s": round(system.startup_s, 2),
                 "answers_equal_to_consort": f"{same}/{len(sample)}",
+                "processes": len(nice),
+                "sessions": sessions,
+                "nice": nice,
                 "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]},
                 "levels": figures,
             }
