@@ -399,6 +399,7 @@ async def measure(
     system: System, chunks: dict[str, list[str]], requests: int, warmup: int
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    cores = os.cpu_count() or 1
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         for level, chunk in chunks.items():
@@ -413,6 +414,7 @@ async def measure(
             total = sum(split.values())
             entry = run.as_dict() | {
                 "cpu_ms_per_request": round(1000 * total / requests, 3),
+                "cpu_bound_rps_on_the_cores": round(cores * requests / total, 1),
                 "cpu_ms_per_request_by_process": {
                     k: round(1000 * v / requests, 3)
                     for k, v in sorted(split.items(), key=lambda kv: -kv[1])
@@ -452,6 +454,14 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
             "ray_to_monolith_throughput": round(
                 r[level]["throughput_rps"] / m[level]["throughput_rps"], 3
             ),
+            # What the throughput ratios would be with the cores to themselves: each system
+            # then serves (cores / CPU per request) requests a second.
+            "consort_to_monolith_throughput_cpu_bound": round(
+                m[level]["cpu_ms_per_request"] / c[level]["cpu_ms_per_request"], 3
+            ),
+            "consort_to_ray_throughput_cpu_bound": round(
+                r[level]["cpu_ms_per_request"] / c[level]["cpu_ms_per_request"], 3
+            ),
         }
     c16 = out["c16"]
     out["goals"] = {
@@ -461,6 +471,21 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         "consort_c16_p99_at_most_0.5x_ray": c16["consort_to_ray_p99"] <= 0.5,
     }
     return out
+
+
+def scheduling() -> dict[str, Any]:
+    """How the kernel shares the cores out, which decides the wall-time figures under load."""
+    try:
+        autogroup = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        autogroup = False
+    return {
+        "sched_autogroup_enabled": autogroup,
+        "note": "with autogroup on, each session is one scheduling group: under contention "
+        "from other jobs a system gets about one share of the cores per busy session "
+        "(`sessions` of each system), and Ray runs its workers at nice 15 "
+        "(`nice`). CPU per request does not depend on that; wall-time figures do.",
+    }
 
 
 def main() -> None:
@@ -536,6 +561,7 @@ def main() -> None:
         "requests_per_level": args.requests,
         "warmup_per_level": args.warmup,
         "load_average_1m": {"start": load_start[0], "end": os.getloadavg()[0]},
+        "scheduling": scheduling(),
         "results": results,
         "ratios": ratios(results),
     }
