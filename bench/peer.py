@@ -473,6 +473,34 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def models_in_process(pool: list[str]) -> dict[str, float]:
+    """CPU ms per text of the models alone, in this process: what any system must spend."""
+    from apps.nlp.analyzer import NlpAnalyzer
+    from apps.nlp.settings import DEFAULT_PIPELINE
+    from apps.sentiment.analyzer import SentimentAnalyzer
+
+    nlp, vader = NlpAnalyzer(DEFAULT_PIPELINE), SentimentAnalyzer()
+    sample = pool[:480]
+    nlp.analyze_many(sample[:32], False)
+    started = time.process_time()
+    for i in range(0, len(sample), 16):
+        nlp.analyze_many(sample[i : i + 16], False)
+    batched = time.process_time() - started
+    started = time.process_time()
+    for text in sample[:160]:
+        nlp.analyze(text)
+    single = time.process_time() - started
+    started = time.process_time()
+    for text in sample:
+        vader.analyze(text)
+    sentiment = time.process_time() - started
+    return {
+        "spacy_batches_of_16_cpu_ms_per_text": round(1000 * batched / len(sample), 3),
+        "spacy_one_at_a_time_cpu_ms_per_text": round(1000 * single / 160, 3),
+        "vader_cpu_ms_per_text": round(1000 * sentiment / len(sample), 3),
+    }
+
+
 def scheduling() -> dict[str, Any]:
     """How the kernel shares the cores out, which decides the wall-time figures under load."""
     try:
@@ -501,6 +529,8 @@ def main() -> None:
     chunks = {f"c{c}": pool[i * per_level : (i + 1) * per_level] for i, c in enumerate(LEVELS)}
     sample = pool[-COMPARED:]  # never part of the load
     load_start = os.getloadavg()
+    models = models_in_process(pool)
+    print(f"models in process: {models}", flush=True)
     results: dict[str, Any] = {}
     reference: list[dict[str, Any]] | None = None
     with tempfile.TemporaryDirectory(prefix="consort-peer-") as tmp:
@@ -562,6 +592,7 @@ def main() -> None:
         "warmup_per_level": args.warmup,
         "load_average_1m": {"start": load_start[0], "end": os.getloadavg()[0]},
         "scheduling": scheduling(),
+        "models_in_process": models,
         "results": results,
         "ratios": ratios(results),
     }
