@@ -80,6 +80,9 @@ bench: setup ## benchmarks; results as JSON under bench/results/
 	@$(PY) -m bench.recovery
 	@$(PY) -m bench.replicas
 	@$(PY) -m bench.security_cost
+	@bash bench/peers/setup.sh
+	@bash runtime/eval-data.sh
+	@$(PY) -m bench.peer
 
 eval: setup ## sentiment vs VADER's Table 4, vision, recommender, time series, anomaly on the AIOps KPIs; bench/results/
 	@bash runtime/eval-data.sh

@@ -1,0 +1,1 @@
+"""Peers of Consort for bench/peer.py: the in-process monolith and the Ray Serve app."""
