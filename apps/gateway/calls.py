@@ -39,7 +39,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def sidecar() -> Sidecar:
+async def sidecar() -> Sidecar:
+    # async: a plain function dependency would be run in a worker thread, per request.
     return kit.sidecar
 
 

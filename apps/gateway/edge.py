@@ -121,7 +121,7 @@ def _unauthorized(title: str, detail: str, challenge: str = CHALLENGE) -> Proble
     )
 
 
-def authorize(
+async def authorize(
     security: SecurityScopes,
     request: Request,
     # Declared for the OpenAPI document; the middleware has read the key already.
