@@ -15,7 +15,9 @@ in-process cost of the model work it wraps (the floor), and the split by process
     recommend-gateway   /v1/recommendations/{user} on a model trained from MSWeb
     anomaly-gateway     /v1/metrics/{series}/points, a batch of 100 points per request
 
-Results: bench/results/cost.json.
+The whole run is made twice: at trace sampling 1 (every request traced, the development
+default) and 0.01 (`CONSORT_TRACE_SAMPLING`, a production-like rate), so what tracing
+costs is the difference. Results: bench/results/cost.json.
 """
 
 from __future__ import annotations
@@ -210,21 +212,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=RESULTS / "cost.json")
+    parser.add_argument("--sampling", default="1,0.01", help="trace sampling rates to run")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
-    started = time.monotonic()
-    with local_system(APPS, tracing=True) as system:
-        ready_s = round(time.monotonic() - started, 1)
-        print(f"system ready in {ready_s} s", flush=True)
-        measured = asyncio.run(measure(system, args.requests))
+    runs: dict[str, Any] = {}
+    for rate in args.sampling.split(","):
+        os.environ["CONSORT_TRACE_SAMPLING"] = rate
+        print(f"-- trace sampling {rate}", flush=True)
+        started = time.monotonic()
+        with local_system(APPS, tracing=True) as system:
+            ready_s = round(time.monotonic() - started, 1)
+            print(f"system ready in {ready_s} s", flush=True)
+            runs[f"sampling_{rate}"] = {
+                "system_ready_s": ready_s,
+                "load_average_1m": os.getloadavg()[0],
+                **asyncio.run(measure(system, args.requests)),
+            }
     report = {
         "benchmark": "cost",
         "description": __doc__,
         "machine": describe(),
         "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]},
         "requests_per_run": args.requests,
-        "system_ready_s": ready_s,
-        **measured,
+        "runs": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
