@@ -103,6 +103,7 @@ bench: setup ## benchmarks; results as JSON under bench/results/
 	@$(PY) -m bench.recovery
 	@$(PY) -m bench.replicas
 	@$(PY) -m bench.security_cost
+	@$(PY) -m bench.profiles
 
 eval: setup ## sentiment vs VADER's Table 4, vision, recommender, time series, anomaly on the AIOps KPIs; bench/results/
 	@bash runtime/eval-data.sh
