@@ -4,21 +4,38 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
+# The infrastructure profile, a folder of components/ (docs/profiles.md): `make run
+# PROFILE=postgres-rabbitmq`. Every launcher, test system and benchmark reads it.
+PROFILE ?= $(or $(CONSORT_PROFILE),redis)
+export CONSORT_PROFILE := $(PROFILE)
+# What `make test` also runs on the second profile: state, pub/sub (bulk, dead letters,
+# at-least-once), actors, workflows, the review pipeline, and the kill tests.
+SECOND_PROFILE := postgres-rabbitmq
+PROFILE_SUBSET := tests/integration/test_sentiment_slice.py tests/integration/test_language_services.py \
+	tests/integration/test_anomaly.py tests/integration/test_workflows.py \
+	tests/integration/test_security.py tests/integration/test_supervision.py
 
-.PHONY: help setup setup-runtime setup-redis setup-zipkin setup-vision setup-python run stop test \
+.PHONY: help setup setup-runtime setup-redis setup-postgres setup-rabbitmq setup-zipkin setup-vision \
+        setup-python run stop test test-profile-subset \
         test-unit test-integration test-e2e lint format contracts contracts-check k8s k8s-check \
         bench eval clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-setup: setup-runtime setup-redis setup-zipkin setup-vision setup-python ## build/install what is missing (idempotent, cached)
+setup: setup-runtime setup-redis setup-postgres setup-rabbitmq setup-zipkin setup-vision setup-python ## build/install what is missing (idempotent, cached)
 
 setup-runtime: ## build the pinned Dapr runtime into the cache (first time: minutes)
 	@bash runtime/build.sh
 
 setup-redis: ## install Debian's redis-server if missing
 	@bash runtime/redis.sh
+
+setup-postgres: ## install Debian's postgresql-15 if missing (the postgres-rabbitmq profile)
+	@bash runtime/postgres.sh
+
+setup-rabbitmq: ## install Debian's rabbitmq-server if missing (the postgres-rabbitmq profile)
+	@bash runtime/rabbitmq.sh
 
 setup-zipkin: ## fetch Zipkin's server jar from Maven Central if missing
 	@bash runtime/zipkin.sh
@@ -57,8 +74,14 @@ k8s: setup-python ## generate deploy/ (Kubernetes manifests per environment, the
 k8s-check: setup-python ## fail on drift from deploy/, a manifest off its schema, a broken Dapr policy
 	@$(PY) -m consort k8s check
 
-test: setup lint ## lint, then unit, integration and e2e tests
+test: setup lint ## lint, then unit, integration and e2e tests on PROFILE, then the subset on the second profile
 	@$(PYTEST) tests
+ifeq ($(PROFILE),redis)
+	@$(MAKE) --no-print-directory test-profile-subset
+endif
+
+test-profile-subset: setup ## the state, pub/sub, actor, workflow, review and kill tests on postgres-rabbitmq
+	@CONSORT_PROFILE=$(SECOND_PROFILE) $(PYTEST) $(PROFILE_SUBSET)
 
 test-unit: setup-python setup-vision ## unit tests only (no sidecar)
 	@$(PYTEST) -m unit tests
@@ -84,6 +107,7 @@ bench: setup ## benchmarks; results as JSON under bench/results/
 	@bash bench/peers/setup.sh
 	@bash runtime/eval-data.sh
 	@$(PY) -m bench.peer
+	@$(PY) -m bench.profiles
 
 eval: setup ## sentiment vs VADER's Table 4, vision, recommender, time series, anomaly on the AIOps KPIs; bench/results/
 	@bash runtime/eval-data.sh

@@ -118,10 +118,11 @@ class MetricSeriesActor(Actor, MetricSeriesActorInterface, Remindable):
         return SeriesRecord.model_validate_json(raw) if found and raw else None
 
     async def _store(self, record: SeriesRecord) -> None:
-        # Saved by the SDK when the method returns. As a JSON *string*: Dapr's Redis state
-        # store re-encodes JSON values with jsoniter's ConfigFastest, which keeps 6 digits
-        # after the point (117.9209411939993 comes back 117.920941, and 1e-9 as 0), and a
-        # detector resumed from rounded numbers would not score as it would have.
+        # Saved by the SDK when the method returns. As a JSON *string*: a state store may
+        # re-encode JSON values (the default profile's re-encodes them with jsoniter's
+        # ConfigFastest, which keeps 6 digits after the point: 117.9209411939993 comes back
+        # 117.920941, and 1e-9 as 0; docs/profiles.md), and a detector resumed from
+        # rounded numbers would not score as it would have. A string comes back as it was.
         await self._state_manager.set_state(STATE_KEY, record.model_dump_json())
 
     # -- methods --------------------------------------------------------------------------

@@ -17,13 +17,16 @@ def local_system(
     tracing: bool = False,
     env: dict[str, str] | None = None,
     secure: bool = True,
+    profile: str | None = None,
 ) -> Iterator[LocalSystem]:
-    """Start `apps` (with Redis, placement, scheduler, and Zipkin when `tracing`) as the
-    tests do, yield the running system, and stop every process afterwards. `secure=False`
-    only to measure what security costs (bench/security_cost.py)."""
+    """Start `apps` (with the profile's servers, placement, scheduler, and Zipkin when
+    `tracing`) as the tests do, yield the running system, and stop every process
+    afterwards. `secure=False` only to measure what security costs
+    (bench/security_cost.py); `profile` (default: `CONSORT_PROFILE`, else redis) picks
+    the servers (docs/profiles.md)."""
     with tempfile.TemporaryDirectory(prefix="consort-bench-") as tmp:
         system = LocalSystem(
-            RunFile.load().with_free_ports(),
+            RunFile.load(profile=profile).with_free_ports(),
             Path(tmp),
             InfraPorts.free(),
             extra_env=env,

@@ -8,6 +8,9 @@ teardown always ends every process group; a failing test gets every process's lo
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +19,26 @@ import pytest
 from consort.dev.system import InfraPorts, LocalSystem, RunFile
 
 TIERS = ("unit", "integration", "e2e")
+
+
+_own_basetemp: Path | None = None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Run folders under a temporary folder of this session's own, not pytest's shared
+    `/tmp/pytest-of-<user>`: every pytest session resets that one to mode 0700, which
+    would lock a server running as another account (PostgreSQL, as `postgres`) out of
+    its data in a run folder of a session still running beside it."""
+    global _own_basetemp
+    if config.option.basetemp is None:
+        _own_basetemp = Path(tempfile.mkdtemp(prefix="consort-pytest-"))
+        config.option.basetemp = str(_own_basetemp)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _own_basetemp is not None and not os.environ.get("CONSORT_KEEP_TEST_RUNS"):
+        shutil.rmtree(_own_basetemp, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -71,7 +94,9 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
                 "recommender",
                 "orchestrator",
                 "gateway",
-            ]
+            ],
+            # Longer on a machine shared with other work: CONSORT_TEST_START_DEADLINE_S.
+            deadline_s=float(os.environ.get("CONSORT_TEST_START_DEADLINE_S", "90")),
         )
         yield local
     finally:

@@ -217,9 +217,10 @@ async def retrain() -> RetrainAccepted:
 
 
 # -- events --------------------------------------------------------------------------------
-# A short wait: daprd's bulk subscriber for Redis holds at most the component's
-# `concurrency` (16) messages in flight, so a batch never reaches 100 and would otherwise
-# always wait the whole window; ingestion runs at about 16 events per (wait + handling).
+# A short wait: daprd's bulk subscriber holds at most the pub/sub component's messages in
+# flight (16 in every profile: its concurrency or prefetch, docs/profiles.md), so a batch
+# never reaches 100 and would otherwise always wait the whole window; ingestion runs at
+# about 16 events per (wait + handling).
 declare_subscriptions(
     app,
     [

@@ -20,6 +20,7 @@ import yaml
 
 from consort.contracts.events import TOPICS, Topic
 from consort.dev.instances import ScaleFile
+from consort.dev.profiles import DEFAULT_PROFILE
 from consort.dev.runtime import REPO
 from consort.dev.security import AccessMap
 from consort.dev.system import RunFile
@@ -29,6 +30,10 @@ Doc = dict[str, Any]
 
 SCALE_FILE = REPO / "consort.yaml"
 COMPONENTS = REPO / "components"
+#: The infrastructure profile the manifests carry (components/<profile>/, beside the shared
+#: files of components/): Redis, as the cluster's charts in consort.yaml provide it. The
+#: other profiles run locally only (docs/profiles.md).
+KUBE_PROFILE = DEFAULT_PROFILE
 SCALERS = ("cpu", "keda", "none")
 #: Code that needs the state store: the state API, the kit's idempotent update, or the
 #: actor and workflow runtimes (whose state lives in the actor state store).
@@ -186,11 +191,13 @@ class Sources:
         return frozenset(catalog | {a for a, topics in self.subscriptions.items() if topics})
 
 
-def read_components(folder: Path = COMPONENTS) -> dict[str, Doc]:
-    """Every Dapr resource under `folder`, by `<kind>/<name>` (access-control.yaml, the
-    Consort map the per-app Configurations are made from, is read by `AccessMap`)."""
+def read_components(folder: Path = COMPONENTS, profile: str = KUBE_PROFILE) -> dict[str, Doc]:
+    """Every Dapr resource in `folder` and its `profile` subfolder, by `<kind>/<name>`
+    (access-control.yaml, the Consort map the per-app Configurations are made from, is read
+    by `AccessMap`)."""
     docs: dict[str, Doc] = {}
-    for path in sorted(folder.glob("*.yaml")):
+    files = [*folder.glob("*.yaml"), *(folder / profile).glob("*.yaml")]
+    for path in sorted(files, key=lambda f: f.name):
         for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
             if doc and "kind" in doc:
                 docs[f"{doc['kind']}/{doc['metadata']['name']}"] = doc
@@ -228,7 +235,7 @@ def load_sources(
     conf: Doc = yaml.safe_load(scale_file.read_text(encoding="utf-8"))
     targets = app_targets(run_file)
     return Sources(
-        run_file=RunFile.load(run_file),
+        run_file=RunFile.load(run_file, profile=KUBE_PROFILE),
         drain_grace_s=ScaleFile.load(scale_file).drain_grace_s,
         kube=Kube.of(conf["kubernetes"]),
         components=read_components(components),

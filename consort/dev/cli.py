@@ -38,6 +38,7 @@ from consort.dev.processes import (
     read_launcher_pid,
     write_launcher_pid,
 )
+from consort.dev.profiles import UnknownProfile
 from consort.dev.runtime import REPO, RuntimeMissing
 from consort.dev.scaling import Scaling
 from consort.dev.scaling import request as control_request
@@ -122,7 +123,13 @@ def _table(system: LocalSystem, app_ids: list[str]) -> Table:
         table.add_row(
             "zipkin", f"{system.zipkin_url}/zipkin/", "", "traces of every app and sidecar"
         )
-    table.add_row("redis", f"127.0.0.1:{p.redis}", "", "state store and pub/sub broker")
+    roles = {
+        "redis": "state store and pub/sub broker",
+        "postgres": "state store (PostgreSQL)",
+        "rabbitmq": "pub/sub broker (RabbitMQ)",
+    }
+    for server, port in system.server_ports().items():
+        table.add_row(server, f"127.0.0.1:{port}", "", f"{roles[server]}, profile {system.profile}")
     table.add_row("placement", f"127.0.0.1:{p.placement}", "", "actor placement")
     table.add_row("scheduler", f"127.0.0.1:{p.scheduler}", "", "jobs, reminders, workflows")
     table.add_row(
@@ -135,7 +142,11 @@ def _table(system: LocalSystem, app_ids: list[str]) -> Table:
 
 
 def _run(args: argparse.Namespace) -> int:
-    run_file = RunFile.load(Path(args.file))
+    try:
+        run_file = RunFile.load(Path(args.file))
+    except UnknownProfile as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 1
     app_ids = args.apps.split(",") if args.apps else [a.app_id for a in run_file.apps]
     run_dir = default_run_dir()
     ports = None

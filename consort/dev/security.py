@@ -11,7 +11,8 @@ first start and kept across restarts, never logged:
 - `<app>.app-api-token`: the token the sidecar sends to its app (`APP_API_TOKEN`); the
   app refuses every route without it but its health probes.
 - `secrets.json`: what the `consort-secrets` store (`secretstores.local.file`) serves to
-  the components: the Redis password.
+  the components: the passwords of Redis, PostgreSQL and RabbitMQ (whichever the
+  profile runs, docs/profiles.md).
 
 Rotate a secret by stopping the system, deleting its file (or `pki/` for the certificate
 authority: every sidecar then gets a certificate from the new root) and starting again.
@@ -28,13 +29,18 @@ from typing import Any
 
 import yaml
 
-#: The secret store's key for the Redis password (components/statestore.yaml, pubsub.yaml).
+#: The secret store's key for the Redis password (components/redis/).
 REDIS_PASSWORD_KEY = "redis-password"
+#: The keys of the PostgreSQL and RabbitMQ passwords (components/postgres-rabbitmq/).
+POSTGRES_PASSWORD_KEY = "postgres-password"
+RABBITMQ_PASSWORD_KEY = "rabbitmq-password"
+#: Every password the secret store serves, one per server a profile may run.
+STORE_KEYS = (REDIS_PASSWORD_KEY, POSTGRES_PASSWORD_KEY, RABBITMQ_PASSWORD_KEY)
 #: The control plane's trust domain (sentry's, placement's and scheduler's identities).
 CONTROL_PLANE_TRUST_DOMAIN = "localhost"
 
 
-def _write_secret(path: Path, text: str) -> None:
+def write_secret(path: Path, text: str) -> None:
     """Write `text` to `path`, readable by its owner only, from the first byte on."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
@@ -53,10 +59,10 @@ class RunSecrets:
         secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         (secrets_dir / "pki").mkdir(mode=0o700, exist_ok=True)
         made = cls(secrets_dir)
-        if not made.store_file.exists():
-            _write_secret(
-                made.store_file, json.dumps({REDIS_PASSWORD_KEY: secrets.token_urlsafe(24)})
-            )
+        stored = json.loads(made.store_file.read_text()) if made.store_file.exists() else {}
+        missing = {k: secrets.token_urlsafe(24) for k in STORE_KEYS if k not in stored}
+        if missing:  # a run folder from before a server was added keeps its passwords
+            write_secret(made.store_file, json.dumps({**stored, **missing}))
         return made
 
     @property
@@ -73,14 +79,25 @@ class RunSecrets:
         """The JSON file `secretstores.local.file` reads."""
         return self.dir / "secrets.json"
 
+    def _stored(self, key: str) -> str:
+        return str(json.loads(self.store_file.read_text())[key])
+
     @property
     def redis_password(self) -> str:
-        return str(json.loads(self.store_file.read_text())[REDIS_PASSWORD_KEY])
+        return self._stored(REDIS_PASSWORD_KEY)
+
+    @property
+    def postgres_password(self) -> str:
+        return self._stored(POSTGRES_PASSWORD_KEY)
+
+    @property
+    def rabbitmq_password(self) -> str:
+        return self._stored(RABBITMQ_PASSWORD_KEY)
 
     def _token(self, name: str) -> str:
         path = self.dir / name
         if not path.exists():
-            _write_secret(path, secrets.token_urlsafe(32))
+            write_secret(path, secrets.token_urlsafe(32))
         return path.read_text().strip()
 
     def dapr_api_token(self, app_id: str) -> str:

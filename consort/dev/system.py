@@ -1,4 +1,5 @@
-"""A local Consort system: Redis, placement, scheduler, and each app beside its daprd.
+"""A local Consort system: the profile's servers (Redis by default), placement, scheduler,
+and each app beside its daprd.
 
 It reads the Multi-App Run file (`dapr.yaml`) for the apps, their ports and the sidecar
 settings, so `consort run` and the test harness start exactly the same thing; the harness
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 import yaml
 
+from consort.dev import profiles, servers
 from consort.dev.instances import Instance, NameRegistry, ScaleFile
 from consort.dev.processes import (
     READY,
@@ -79,6 +81,10 @@ class InfraPorts:
     """Ports of the shared infrastructure."""
 
     redis: int = 16379
+    postgres: int = 15432
+    rabbitmq: int = 15673
+    rabbitmq_dist: int = 15674
+    epmd: int = 15675
     placement: int = 50005
     placement_health: int = 58080
     placement_raft: int = 58201
@@ -97,20 +103,23 @@ class InfraPorts:
 
 @dataclass(frozen=True)
 class RunFile:
-    """A parsed Multi-App Run file."""
+    """A parsed Multi-App Run file, with the infrastructure profile it runs on."""
 
     path: Path
     sidecar: SidecarOptions
     apps: list[AppSpec]
+    profile: str = profiles.DEFAULT_PROFILE
 
     @classmethod
-    def load(cls, path: Path = REPO / "dapr.yaml") -> RunFile:
+    def load(cls, path: Path = REPO / "dapr.yaml", profile: str | None = None) -> RunFile:
+        """Read the run file; its profile folder becomes `profile` (default: the
+        `CONSORT_PROFILE` environment variable, else `redis`; docs/profiles.md)."""
         doc: dict[str, Any] = yaml.safe_load(path.read_text())
         base = path.parent
         common = doc.get("common", {})
         paths = common.get("resourcesPaths") or [common.get("resourcesPath", "./components")]
         sidecar = SidecarOptions(
-            resources_paths=[(base / p).resolve() for p in paths],
+            resources_paths=profiles.resolve([(base / p).resolve() for p in paths], profile),
             config_path=(base / common["configFilePath"]).resolve(),
             app_protocol=common.get("appProtocol", "http"),
             health_check=bool(common.get("enableAppHealthCheck", True)),
@@ -136,7 +145,7 @@ class RunFile:
             )
             for a in doc["apps"]
         ]
-        return cls(path=path, sidecar=sidecar, apps=apps)
+        return cls(path=path, sidecar=sidecar, apps=apps, profile=profiles.selected(profile))
 
     def app(self, app_id: str) -> AppSpec:
         for spec in self.apps:
@@ -164,7 +173,8 @@ class LocalSystem:
 
     Args:
         run_file: the apps and sidecar settings.
-        run_dir: where logs, Redis data, scheduler data and the name-resolution file go.
+        run_dir: where logs, the servers' data, scheduler data and the name-resolution
+            file go.
         ports: the infrastructure's ports.
         runtime: the binaries (defaults to the project's pinned build).
         extra_env: added to every app's and sidecar's environment.
@@ -173,7 +183,8 @@ class LocalSystem:
             the run file, or one instance each).
         secure: mTLS between sidecars (sentry), API tokens on every sidecar and app, and
             each app's access-control policy (docs/security.md). Off only to measure what
-            it costs per hop; Redis keeps its password either way (the components name it).
+            it costs per hop; the servers keep their passwords either way (the components
+            name them).
     """
 
     def __init__(
@@ -206,6 +217,8 @@ class LocalSystem:
         self.registry = NameRegistry(self.run_dir / "nameresolution.db")
         self.secrets = RunSecrets.in_run_dir(self.run_dir)
         self.access = AccessMap.load(self._resource("access-control.yaml"))
+        #: The servers the profile's components need (`redis`, `postgres`, `rabbitmq`).
+        self.servers = profiles.servers(run_file.sidecar.resources_paths)
         self._changing = threading.RLock()  # one scale or rollout at a time
         self._stopped = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -241,16 +254,36 @@ class LocalSystem:
         return f"127.0.0.1:{self.ports.redis}"
 
     @property
+    def profile(self) -> str:
+        """The infrastructure profile (docs/profiles.md)."""
+        return self.run_file.profile
+
+    def server_ports(self) -> dict[str, int]:
+        """The client port of each server of the profile."""
+        return {name: getattr(self.ports, name) for name in self.servers}
+
+    def _server_env(self) -> dict[str, str]:
+        """Where the components find the servers (their `envRef`s)."""
+        p = self.ports
+        return {
+            "CONSORT_REDIS_HOST": self.redis_host,
+            "CONSORT_POSTGRES_HOST": "127.0.0.1",
+            "CONSORT_POSTGRES_PORT": str(p.postgres),
+            "CONSORT_RABBITMQ_HOST": f"127.0.0.1:{p.rabbitmq}",
+        }
+
+    @property
     def zipkin_url(self) -> str | None:
         """Zipkin's UI and API root, when tracing is on."""
         return f"http://127.0.0.1:{self.ports.zipkin}" if self.tracing else None
 
     def start_infra(self, deadline_s: float = 30) -> None:
-        """Start Redis, placement and scheduler (and Zipkin) and wait until each is healthy."""
+        """Start the profile's servers, placement and scheduler (and Zipkin) and wait until
+        each is healthy."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         checked = [
             ("sentry", self.ports.sentry),
-            ("redis", self.ports.redis),
+            *self.server_ports().items(),
             ("placement", self.ports.placement),
             ("scheduler", self.ports.scheduler),
         ]
@@ -262,20 +295,49 @@ class LocalSystem:
                     f"port {port} for {name} is taken: is Consort already running? "
                     "(`make stop` ends it)"
                 )
-        (self.run_dir / "redis").mkdir(exist_ok=True)
         # Zipkin first: the JVM takes longest to come up.
         procs = [self._zipkin()] if self.tracing else []
+        if "rabbitmq" in self.servers:
+            # The broker's node registers with its port mapper as it boots.
+            epmd = self.supervisor.start(servers.epmd(self.ports.epmd, self.logs / "epmd.log"))
+            assert epmd.ready is not None
+            wait_until(epmd.name, epmd.ready, deadline_s, [epmd])
         if self.secure:
             # The certificate authority first: placement and scheduler ask it for theirs.
             sentry = self.supervisor.start(self._sentry())
             assert sentry.ready is not None
             wait_until(sentry.name, sentry.ready, deadline_s, [sentry])
-        procs += [self._redis(), self._placement(), self._scheduler()]
+        procs += [*self._servers(), self._placement(), self._scheduler()]
         for proc in procs:
             self.supervisor.start(proc)
+        slow = ("zipkin", "rabbitmq", "postgres")  # a JVM, an Erlang node, a first initdb
         for proc in procs:
             assert proc.ready is not None
-            wait_until(proc.name, proc.ready, 90 if proc.name == "zipkin" else deadline_s, [proc])
+            wait_until(proc.name, proc.ready, 90 if proc.name in slow else deadline_s, [proc])
+
+    def _servers(self) -> list[Proc]:
+        """The processes of the profile's servers."""
+        p = self.ports
+        made: list[Proc] = []
+        if "redis" in self.servers:
+            (self.run_dir / "redis").mkdir(exist_ok=True)
+            made.append(self._redis())
+        if "postgres" in self.servers:
+            made.append(
+                servers.postgres(self.run_dir, p.postgres, self.secrets, self.logs / "postgres.log")
+            )
+        if "rabbitmq" in self.servers:
+            made.append(
+                servers.rabbitmq(
+                    self.run_dir,
+                    p.rabbitmq,
+                    p.rabbitmq_dist,
+                    p.epmd,
+                    self.secrets,
+                    self.logs / "rabbitmq.log",
+                )
+            )
+        return made
 
     def _resource(self, name: str) -> Path:
         """`name` in the first of the sidecars' resources paths that has it."""
@@ -455,7 +517,7 @@ class LocalSystem:
             "APP_PORT": str(spec.app_port),
             "DAPR_HTTP_PORT": str(spec.dapr_http_port),
             "DAPR_GRPC_PORT": str(spec.dapr_grpc_port),
-            "CONSORT_REDIS_HOST": self.redis_host,
+            **self._server_env(),
             "CONSORT_RUN_DIR": str(self.run_dir),
             # How long an app may take to finish what it holds once told to stop (a drain).
             "CONSORT_SHUTDOWN_GRACE_S": f"{self.scale_file.drain_grace_s:g}",

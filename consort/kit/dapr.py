@@ -45,6 +45,11 @@ class TargetUnavailable(SidecarError):
     """The target app (or this sidecar) could not be reached in time."""
 
 
+#: How Dapr's state stores word a first-write on a key that exists (a lost race, as a
+#: stale etag is): Redis (`state.redis`), PostgreSQL v2 (`state.postgresql`).
+FIRST_WRITE_TAKEN = ("failed to set key", "no item was updated")
+
+
 class EtagMismatch(SidecarError):
     """A state write lost an optimistic-concurrency race."""
 
@@ -622,9 +627,9 @@ class Sidecar:
         if response.status in (200, 201, 204):
             return
         code, message = _error_of(response)
-        # A stale etag is a 409. A first-write on a key that exists fails in Dapr's Redis
-        # store with a plain 500 whose message says so: the same lost race.
-        if response.status == 409 or "failed to set key" in message:
+        # A stale etag is a 409. A first-write on a key that exists fails with a plain 500
+        # whose message says so, in each store's words (docs/profiles.md): the same lost race.
+        if response.status == 409 or any(m in message for m in FIRST_WRITE_TAKEN):
             raise EtagMismatch(message, status=response.status, code=code)
         raise SidecarError(f"state write failed: {message}", status=response.status, code=code)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from consort.dev import profiles
 from consort.dev.processes import wait_until
 from consort.dev.runtime import REPO
 from consort.dev.system import RunFile
@@ -61,10 +62,14 @@ def test_consort_run_serves_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
             "anomaly",
             "orchestrator",
         } <= set(apps)
+        # The profile's servers (docs/profiles.md): Redis, or PostgreSQL and RabbitMQ
+        # (with the port mapper its Erlang node registers with).
+        servers = profiles.servers(RunFile.load().sidecar.resources_paths)
         assert set(pids) == {
             "sentry",
             "zipkin",
-            "redis",
+            *servers,
+            *(["epmd"] if "rabbitmq" in servers else []),
             "placement",
             "scheduler",
             *apps,

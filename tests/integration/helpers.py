@@ -5,9 +5,22 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+import pytest
+
+if TYPE_CHECKING:
+    from consort.dev.system import LocalSystem
 
 T = TypeVar("T")
+
+
+def needs_redis_streams(system: LocalSystem, what: str) -> None:
+    """Skip the rest of a test that reads a topic's Redis stream (what the broker kept)
+    when the profile's broker is not Redis: RabbitMQ keeps an event only in the queues of
+    its subscribers, and a topic only listeners take has none (docs/profiles.md)."""
+    if "redis" not in system.servers:
+        pytest.skip(f"{what}: reads the topic's Redis stream; profile {system.profile}")
 
 
 def eventually(probe: Callable[[], T], until: Callable[[T], bool], deadline_s: float = 15) -> T:

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from consort.dev.observe import fetch_trace, span_tree
+from consort.dev.profiles import component_types
 from consort.dev.runtime import REPO
 from consort.dev.system import LocalSystem
 from tests.integration.helpers import eventually, unique_text
@@ -163,7 +164,9 @@ def test_catalog_reads_the_running_system(system: LocalSystem) -> None:
     assert set(sentiment["publishes"]) == {"texts.analyzed", "reviews.sentiment-scored"}
     assert sentiment["sidecar"]["runtime_version"] == "1.18.3"
     components = {(c["name"], c["type"]) for c in sentiment["sidecar"]["components"]}
-    assert {("statestore", "state.redis"), ("pubsub", "pubsub.redis")} <= components
+    # The profile's backends (docs/profiles.md), as the sidecar loaded them.
+    declared = component_types(system.run_file.sidecar.resources_paths)
+    assert {(n, declared[n]) for n in ("statestore", "pubsub")} <= components
     gateway = services["gateway"]["info"]
     assert {"method": "GET", "path": "/v1/catalog"} in gateway["routes"]
     assert "texts.analyzed" in gateway["subscribes"]

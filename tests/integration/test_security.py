@@ -2,7 +2,7 @@
 
 mTLS between sidecars (identities from sentry), the Dapr API token on every sidecar, the
 app token on every app, each app's access-control policy (default deny), the pub/sub
-topic scopes, the Redis password, and every listener on the loopback interface.
+topic scopes, the profile's servers' passwords, and every listener on the loopback interface.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import dataclasses
 import os
 import socket
 import stat
+import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 from dapr.proto.runtime.v1 import dapr_pb2_grpc, metadata_pb2
 
 from consort.dev.processes import free_port, http_ok, wait_until
+from consort.dev.servers import PG_BIN
 from consort.dev.system import LocalSystem
 
 AI_APPS = ("sentiment", "nlp", "vision", "forecast", "anomaly", "recommender")
@@ -166,7 +168,7 @@ def test_an_app_publishes_only_the_topics_of_its_contract(system: LocalSystem) -
     assert "not found" in absent.text
 
 
-def test_redis_refuses_a_client_without_the_password(system: LocalSystem) -> None:
+def _redis_refuses(system: LocalSystem) -> None:
     with socket.create_connection(("127.0.0.1", system.ports.redis), timeout=5) as conn:
         conn.sendall(b"PING\r\n")
         assert conn.recv(200).startswith(b"-NOAUTH")
@@ -176,10 +178,79 @@ def test_redis_refuses_a_client_without_the_password(system: LocalSystem) -> Non
         assert conn.recv(200).startswith(b"+PONG")
 
 
+def _postgres_refuses(system: LocalSystem) -> None:
+    dsn = f"host=127.0.0.1 port={system.ports.postgres} user=consort dbname=consort"
+    psql = [str(PG_BIN / "psql"), "-w", "-tA", "-c", "select 1", dsn]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    refused = subprocess.run(psql, capture_output=True, text=True, env=env, check=False)
+    assert refused.returncode != 0 and "password" in refused.stderr, refused
+    wrong = subprocess.run(
+        psql, capture_output=True, text=True, env={**env, "PGPASSWORD": "guess"}, check=False
+    )
+    assert "password authentication failed" in wrong.stderr, wrong
+    let_in = {**env, "PGPASSWORD": system.secrets.postgres_password}
+    ok = subprocess.run(psql, capture_output=True, text=True, env=let_in, check=False)
+    assert ok.stdout.strip() == "1", ok
+
+
+def _amqp_login(port: int, user: str, password: str) -> bool:
+    """An AMQP 0-9-1 handshake with PLAIN credentials: whether the broker let us in (it
+    answers Connection.Tune) or shut the door (it closes the connection)."""
+
+    def frame(payload: bytes) -> bytes:
+        return struct.pack(">BHI", 1, 0, len(payload)) + payload + b"\xce"
+
+    def read_method(conn: socket.socket) -> tuple[int, int] | None:
+        head = conn.recv(7, socket.MSG_WAITALL)
+        if len(head) < 7:
+            return None
+        size = struct.unpack(">I", head[3:])[0]
+        body = conn.recv(size + 1, socket.MSG_WAITALL)
+        cls, method = struct.unpack(">HH", body[:4])
+        return cls, method
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(b"AMQP\x00\x00\x09\x01")
+        assert read_method(conn) == (10, 10)  # Connection.Start
+        response = f"\x00{user}\x00{password}".encode()
+        start_ok = (
+            struct.pack(">HH", 10, 11)
+            + struct.pack(">I", 0)  # client properties: an empty table
+            + bytes([5]) + b"PLAIN"
+            + struct.pack(">I", len(response)) + response
+            + bytes([5]) + b"en_US"
+        )  # fmt: skip
+        conn.sendall(frame(start_ok))
+        try:
+            return read_method(conn) == (10, 30)  # Connection.Tune
+        except ConnectionResetError:
+            return False
+
+
+def _rabbitmq_refuses(system: LocalSystem) -> None:
+    port = system.ports.rabbitmq
+    assert not _amqp_login(port, "consort", "guess")
+    assert not _amqp_login(port, "guest", "guest")  # the default user is not there
+    assert _amqp_login(port, "consort", system.secrets.rabbitmq_password)
+
+
+def test_the_servers_refuse_a_client_without_the_password(system: LocalSystem) -> None:
+    """Each server of the profile (docs/profiles.md) lets in only the password the
+    components get from the secret store."""
+    checks = {"redis": _redis_refuses, "postgres": _postgres_refuses, "rabbitmq": _rabbitmq_refuses}
+    assert system.servers, "the profile runs no server"
+    for server in system.servers:
+        checks[server](system)
+
+
 def test_secrets_are_private_files_and_never_logged(system: LocalSystem) -> None:
     secrets_dir = system.secrets.dir
     assert stat.S_IMODE(secrets_dir.stat().st_mode) == 0o700
-    tokens = [system.secrets.redis_password]
+    tokens = [
+        system.secrets.redis_password,
+        system.secrets.postgres_password,
+        system.secrets.rabbitmq_password,
+    ]
     for app_id in ("gateway", *AI_APPS):
         tokens += [system.secrets.dapr_api_token(app_id), system.secrets.app_api_token(app_id)]
     for path in secrets_dir.glob("*"):

@@ -16,7 +16,7 @@ from skimage import data as samples
 
 from consort.contracts.vision import MAX_IMAGE_BYTES
 from consort.dev.system import LocalSystem
-from tests.integration.helpers import eventually
+from tests.integration.helpers import eventually, needs_redis_streams
 
 
 def jpeg(image_rgb: np.ndarray, quality: int = 90) -> bytes:
@@ -156,6 +156,7 @@ def test_unknown_features_are_a_422(api: httpx.Client) -> None:
 def test_each_analysis_is_published_as_images_analyzed(
     api: httpx.Client, system: LocalSystem
 ) -> None:
+    needs_redis_streams(system, "images.analyzed")
     image = jpeg(samples.coffee())
     digest = analyze(api, image, features="quality").json()["image"]["sha256"]
 

@@ -27,7 +27,7 @@ from skimage import data as samples
 
 from consort.dev.cli import main as cli
 from consort.dev.system import LocalSystem
-from tests.integration.helpers import eventually
+from tests.integration.helpers import eventually, needs_redis_streams
 
 COMPLAINT = "The Acme kettle arrived cracked and now it leaks everywhere. Terrible!"
 PRAISE = "Lovely kettle, boils fast and looks great. Very happy!"
@@ -98,6 +98,7 @@ def case(api: httpx.Client, wid: str) -> dict[str, Any]:
 
 def events(system: LocalSystem, topic: str) -> list[dict[str, Any]]:
     """Every CloudEvent on `topic`, read from its Redis stream (what the broker holds)."""
+    needs_redis_streams(system, topic)
     cli = shutil.which("redis-cli") or str(system.runtime.redis_server.parent / "redis-cli")
     out = subprocess.run(
         [cli, "-p", str(system.ports.redis), "--raw", "XRANGE", topic, "-", "+"],

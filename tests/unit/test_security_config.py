@@ -13,6 +13,7 @@ import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from consort.dev.profiles import available
 from consort.dev.runtime import REPO
 from consort.dev.security import AccessMap, RunSecrets, app_configuration, topic_scopes
 from consort.dev.system import RunFile
@@ -20,10 +21,16 @@ from consort.kit.app_token import AppTokenGuard
 
 COMPONENTS = REPO / "components"
 APPS = [a.app_id for a in RunFile.load().apps]
+#: Every infrastructure profile (docs/profiles.md): each must keep the same scopes.
+PROFILES = available(COMPONENTS)
 
 
-def component(name: str) -> dict:  # type: ignore[type-arg]
-    return dict(yaml.safe_load((COMPONENTS / name).read_text()))
+def component(name: str, profile: str = "redis") -> dict:  # type: ignore[type-arg]
+    """A shared file of components/, or else the profile's own."""
+    path = COMPONENTS / name
+    if not path.exists():
+        path = COMPONENTS / profile / name
+    return dict(yaml.safe_load(path.read_text()))
 
 
 def metadata(doc: dict, name: str) -> str:  # type: ignore[type-arg]
@@ -38,25 +45,29 @@ def parse_scopes(value: str) -> dict[str, set[str]]:
     return scopes
 
 
-def test_topic_scopes_are_the_contracts() -> None:
-    pubsub = component("pubsub.yaml")
+@pytest.mark.parametrize("profile", PROFILES)
+def test_topic_scopes_are_the_contracts(profile: str) -> None:
+    pubsub = component("pubsub.yaml", profile)
     publishing, subscription = topic_scopes(pubsub["scopes"])
     assert metadata(pubsub, "publishingScopes") == publishing
     assert metadata(pubsub, "subscriptionScopes") == subscription
 
 
+@pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("app_id", ["gateway", "anomaly", "orchestrator"])
-def test_every_declared_subscription_is_in_its_apps_scope(app_id: str) -> None:
-    allowed = parse_scopes(metadata(component("pubsub.yaml"), "subscriptionScopes"))[app_id]
+def test_every_declared_subscription_is_in_its_apps_scope(app_id: str, profile: str) -> None:
+    pubsub = component("pubsub.yaml", profile)
+    allowed = parse_scopes(metadata(pubsub, "subscriptionScopes"))[app_id]
     events = importlib.import_module(f"apps.{app_id}.events")
     topics = {s.topic for s in events.SUBSCRIPTIONS}
     assert topics and topics <= allowed, topics - allowed
 
 
-def test_every_scoped_app_exists_and_secrets_reach_every_user() -> None:
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_scoped_app_exists_and_secrets_reach_every_user(profile: str) -> None:
     users: set[str] = set()
     for name in ("statestore.yaml", "pubsub.yaml", "secrets.yaml"):
-        scopes = set(component(name)["scopes"])
+        scopes = set(component(name, profile)["scopes"])
         assert scopes <= set(APPS), scopes - set(APPS)
         if name != "secrets.yaml":
             users |= scopes
