@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Error, Page, sync_playwright
+from playwright.sync_api import BrowserContext, ConsoleMessage, Error, Page, sync_playwright
 from skimage import data as samples
 
 from consort.dev.runtime import REPO
@@ -89,25 +89,27 @@ class Console:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def browser() -> Iterator[BrowserContext]:
+    """Debian's Chromium, headless, with a fresh profile of its own."""
     profile = Path(tempfile.mkdtemp(prefix="consort-chromium-"))
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
+        context = playwright.chromium.launch_persistent_context(
+            str(profile),
             executable_path=str(CHROMIUM),
             headless=True,
-            args=[*CHROMIUM_FLAGS, f"--user-data-dir={profile}"],
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1280, "height": 860},
         )
         try:
-            yield launched
+            yield context
         finally:
-            launched.close()
+            context.close()
             shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def console(system: LocalSystem, browser: Browser) -> Iterator[Console]:
-    context = browser.new_context(viewport={"width": 1280, "height": 860})
-    page = context.new_page()
+def console(system: LocalSystem, browser: BrowserContext) -> Iterator[Console]:
+    page = browser.new_page()
     found = Console(page, system.url("gateway"))
 
     def on_console(message: ConsoleMessage) -> None:
@@ -122,7 +124,7 @@ def console(system: LocalSystem, browser: Browser) -> Iterator[Console]:
     try:
         yield found
     finally:
-        context.close()
+        page.close()
 
 
 @pytest.fixture(scope="module")
@@ -183,12 +185,23 @@ def test_the_text_panel_colours_each_clause_and_marks_aspects(console: Console) 
 def test_a_result_links_to_its_trace_drawn_as_a_waterfall(console: Console) -> None:
     console.page.click("#try-text .trace-link")
     console.wait("#trace .waterfall .span-bar", "the trace's spans", 30_000)
-    labels = " ".join(console.page.locator("#trace .waterfall text").all_inner_texts())
+    labels = " ".join(texts(console.page, "#trace .waterfall text"))
     # The request crossed the gateway and, through the sidecars, sentiment and nlp.
     for service in ("gateway", "sentiment", "nlp"):
         assert service in labels, console.diagnosis("#trace")
     assert console.page.locator("#trace a[href*='/zipkin/traces/']").count() == 1
     console.assert_no_errors()
+
+
+def texts(page: Page, selector: str) -> list[str]:
+    """The text of every element `selector` matches (SVG ones too, which have no
+    `innerText`)."""
+    found: list[str] = page.locator(selector).evaluate_all("ns => ns.map(n => n.textContent)")
+    return found
+
+
+def anomalies_drawn(console: Console, panel: str) -> list[Any]:
+    return console.page.locator(f"{panel} .plot circle.anomaly").all()
 
 
 def jpeg(image_rgb: Any) -> bytes:
@@ -236,10 +249,9 @@ def test_the_series_panel_plots_the_forecast_bands_and_anomalies(console: Consol
     band = console.page.locator(f"{panel} .plot path.band-95").get_attribute("d") or ""
     first_x = float(band[1:].split(",")[0])
     assert first_x > last_x
-    anomalies = console.page.locator(f"{panel} .plot circle.anomaly")
-    assert [a.get_attribute("data-index") for a in anomalies.all()] == ["70"], console.diagnosis(
-        panel
-    )
+    # The spike at 70 is marked (and what follows it while the detector adapts, at most).
+    marked = [int(a.get_attribute("data-index") or -1) for a in anomalies_drawn(console, panel)]
+    assert 70 in marked and all(70 <= i <= 72 for i in marked), marked
     console.shot("try-it")
     console.assert_no_errors()
 
@@ -248,18 +260,23 @@ def test_the_recommendations_panel_shows_reasons_and_lift(
     console: Console, api: httpx.Client
 ) -> None:
     ns = f"c{uuid.uuid4().hex[:6]}"
-    # Eight users bought x, y and z; two more bought x and y: z completes an x, y basket.
+    # Eight users bought x, y and z; two more bought x and y; five others bought w only:
+    # z completes an x, y basket, more often than z is bought at all (lift above 1).
     interactions = [
         {"id": f"{ns}-{u}-{i}", "user": f"{ns}-u{u}", "item": f"{ns}-{i}", "kind": "purchase"}
-        for u in range(10)
-        for i in (("x", "y", "z") if u < 8 else ("x", "y"))
+        for u in range(15)
+        for i in (("x", "y", "z") if u < 8 else ("x", "y") if u < 10 else ("w",))
     ]
     assert api.post("/v1/interactions", json={"interactions": interactions}).status_code == 202
-    eventually(
-        lambda: len(api.get(f"/v1/users/{ns}-u9/interactions").json()["items"]),
-        lambda n: n >= 2,
-        30,
-    )
+    bought: dict[str, int] = {}
+    for i in interactions:
+        bought[i["user"]] = bought.get(i["user"], 0) + 1
+    for user, items in bought.items():  # events are consumed concurrently: wait for all
+        eventually(
+            lambda u=user: len(api.get(f"/v1/users/{u}/interactions").json()["items"]),
+            lambda n, want=items: n >= want,
+            60,
+        )
     wanted = api.post("/v1/ops/recommender/retrain").json()["next_version"]
     eventually(
         lambda: api.get("/v1/ops/recommender/model").json()["version"], lambda v: v >= wanted, 60
@@ -304,9 +321,9 @@ def test_a_killed_service_turns_red_and_back(console: Console, system: LocalSyst
         console.wait(f"{node}.down", "forecast red after its kill", 30_000)
         console.shot("topology-forecast-down")
     finally:
-        system.restart_instance("forecast")
+        system.restart_instance("forecast", deadline_s=240)
     console.wait(f"{node}.up", "forecast green after its restart", 60_000)
-    label = console.page.locator(node).inner_text()
+    label = console.page.locator(node).text_content() or ""
     assert "1 restart seen" in label, console.diagnosis(node)
     # A refused call is a console error ("Failed to load resource") only if the page made
     # one: the overview answered throughout, with forecast down.

@@ -13,6 +13,8 @@ export function h(name, attrs = {}, children = []) {
   for (const [k, v] of Object.entries(attrs)) {
     if (v === undefined || v === null || v === false) continue;
     if (k === "text") node.textContent = v;
+    // Through the CSSOM: the page's policy (style-src 'self') refuses style attributes.
+    else if (k === "style") for (const [p, value] of Object.entries(v)) node.style.setProperty(p, value);
     else node.setAttribute(k, v === true ? "" : String(v));
   }
   for (const child of [].concat(children)) if (child !== null && child !== undefined) node.append(child);

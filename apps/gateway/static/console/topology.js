@@ -2,7 +2,7 @@
 // is delivered from what, drawn from the overview the gateway builds.
 import { el, h, text } from "./svg.js";
 
-const NODE_W = 150, NODE_H = 54, TOPIC_W = 190, TOPIC_H = 26;
+const NODE_W = 176, NODE_H = 54, TOPIC_W = 190, TOPIC_H = 26;
 
 function restartsOf(history, appId) {
   return history.restarts.get(appId) || 0;

@@ -56,7 +56,7 @@ export function annotate(source, analysis) {
     const aspect = aspects.find(inside);
     const classes = [];
     const attrs = {};
-    if (clause) { classes.push("clause", clause.label); attrs.style = `--strength:${strength(clause.compound)}`; attrs["data-compound"] = clause.compound.toFixed(3); }
+    if (clause) { classes.push("clause", clause.label); attrs.style = { "--strength": strength(clause.compound) }; attrs["data-compound"] = clause.compound.toFixed(3); }
     if (entity) { classes.push("entity"); attrs["data-label"] = entity.label; }
     if (aspect) { classes.push("aspect", `aspect-${aspect.aspect.label}`); attrs["data-aspect"] = aspect.aspect.aspect; }
     const piece = source.slice(a, b);
@@ -76,7 +76,7 @@ function sentenceBars(sentiment) {
     h("tbody", {}, sentiment.sentences.map((s) => h("tr", { class: `sentence ${s.label}` }, [
       h("td", { text: s.text }),
       h("td", { class: "num", text: s.compound.toFixed(2) }),
-      h("td", {}, [h("span", { class: `bar ${s.label}`, style: `width:${Math.round(Math.abs(s.compound) * 80) + 2}px` })]),
+      h("td", {}, [h("span", { class: `bar ${s.label}`, style: { width: `${Math.round(Math.abs(s.compound) * 80) + 2}px` } })]),
     ]))),
   ]);
 }
@@ -185,7 +185,7 @@ function seriesPlot(values, forecast, scores) {
   svg.append(el("path", { class: "history", d: linePath(values.map((v, i) => [x(i), y(v)])) }));
   svg.append(el("path", { class: "point", d: linePath([[x(n - 1), y(values[n - 1])], ...forecast.point.map((v, i) => [fx[i], y(v)])]) }));
   for (const s of scores) {
-    if (s.status !== "anomaly") continue;
+    if (!s.is_anomaly) continue;
     const i = Math.round(s.timestamp);
     svg.append(el("circle", { class: "anomaly", cx: x(i), cy: y(s.value), r: 5, "data-index": i }, [el("title", {}, [`anomaly at ${i}: ${s.value}`])]));
   }
@@ -201,7 +201,7 @@ async function trySeries(form, result, context) {
     call("/v1/anomalies/detect", { method: "POST", json: { values, period: period > 1 && values.length >= 2 * period + 1 ? period : undefined } }),
   ]);
   const f = forecast.body.forecasts[0];
-  const anomalies = detected.body.scores.filter((s) => s.status === "anomaly");
+  const anomalies = detected.body.scores.filter((s) => s.is_anomaly);
   return [
     seriesPlot(values, f, detected.body.scores),
     h("p", { text: `${f.model.name} (${f.library.name} ${f.library.version}) in ${fmt(f.seconds, 2)} s; ${anomalies.length} anomal${anomalies.length === 1 ? "y" : "ies"} marked (period ${detected.body.period})` }),
