@@ -138,7 +138,9 @@ def api(system: LocalSystem) -> Iterator[httpx.Client]:
 SERVICES = ("gateway", "sentiment", "nlp", "vision", "forecast", "anomaly", "recommender")
 
 
-def test_the_page_is_public_but_its_data_needs_a_key(system: LocalSystem) -> None:
+def test_the_page_is_public_but_its_data_needs_a_key(
+    system: LocalSystem, api: httpx.Client
+) -> None:
     page = httpx.get(f"{system.url('gateway')}/console/", timeout=10)
     assert page.status_code == 200
     assert "script-src 'self'" in page.headers["content-security-policy"]
@@ -146,6 +148,10 @@ def test_the_page_is_public_but_its_data_needs_a_key(system: LocalSystem) -> Non
     missing = httpx.get(f"{system.url('gateway')}/console/nothing.js", timeout=10)
     assert missing.status_code == 404
     assert missing.headers["content-type"].startswith("application/problem+json")
+    # A trace id that is not one is the caller's mistake, named with its pattern.
+    bad = api.get("/v1/ops/traces/not-a-trace")
+    assert bad.status_code == 422, bad.text
+    assert bad.json()["errors"][0]["field"] == "path.trace_id", bad.text
 
 
 def test_the_topology_shows_every_service_up(console: Console) -> None:
