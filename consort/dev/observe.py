@@ -13,9 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 from rich.table import Table
 from rich.text import Text
+
+# Re-exported: the status table and the tests and benchmarks read metrics with these.
+from consort.kit.metrics_text import counter_total as counter_total
+from consort.kit.metrics_text import latency_quantiles as latency_quantiles
+from consort.kit.metrics_text import request_counts as request_counts
 
 DAPR_SCOPE = "dapr-diagnostics"
 
@@ -127,74 +131,6 @@ class AppStatus:
     @property
     def error_rate(self) -> float | None:
         return self.errors / self.requests if self.requests else None
-
-
-def latency_quantiles(
-    metrics_text: str, quantiles: tuple[float, ...] = (0.5, 0.99)
-) -> list[float | None]:
-    """Quantiles (ms) of all requests from the app's latency histogram (bucket upper bounds,
-    interpolated linearly inside the bucket, as Prometheus' histogram_quantile does)."""
-    buckets: dict[float, float] = {}
-    for family in text_string_to_metric_families(metrics_text):
-        if family.name != "consort_http_request_duration_seconds":
-            continue
-        for sample in family.samples:
-            if sample.name.endswith("_bucket"):
-                bound = float(sample.labels["le"])
-                buckets[bound] = buckets.get(bound, 0) + sample.value
-    if not buckets or buckets.get(math.inf, 0) == 0:
-        return [None for _ in quantiles]
-    bounds = sorted(buckets)
-    total = buckets[math.inf]
-    results: list[float | None] = []
-    for q in quantiles:
-        rank = q * total
-        previous_bound, previous_count = 0.0, 0.0
-        value = bounds[-2] if len(bounds) > 1 else 0.0
-        for bound in bounds:
-            count = buckets[bound]
-            if count >= rank:
-                if math.isinf(bound):
-                    value = previous_bound
-                else:
-                    share = (
-                        (rank - previous_count) / (count - previous_count)
-                        if count > previous_count
-                        else 1
-                    )
-                    value = previous_bound + (bound - previous_bound) * share
-                break
-            previous_bound, previous_count = bound, count
-        results.append(round(value * 1000, 2))
-    return results
-
-
-def counter_total(metrics_text: str, name: str) -> float:
-    """The sum of the counter `name` over all its labels (e.g. `consort_anomaly_points`)."""
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(metrics_text)
-        if family.name == name
-        for sample in family.samples
-        if sample.name.endswith("_total")
-    )
-
-
-def request_counts(metrics_text: str) -> tuple[float, float]:
-    """(requests, 5xx responses) served, health probes and scrapes excluded."""
-    total = errors = 0.0
-    for family in text_string_to_metric_families(metrics_text):
-        if family.name != "consort_http_requests":
-            continue
-        for sample in family.samples:
-            if not sample.name.endswith("_total"):
-                continue
-            if sample.labels["route"] in ("/healthz", "/readyz", "/metrics"):
-                continue
-            total += sample.value
-            if sample.labels["status"].startswith("5"):
-                errors += sample.value
-    return total, errors
 
 
 def app_status(app_id: str, url: str, headers: dict[str, str] | None = None) -> AppStatus:

@@ -23,7 +23,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Health probes and scrapes would flood traces; they are not what anyone looks for.
@@ -85,6 +85,9 @@ class Metrics:
 
     def __init__(self, app_id: str) -> None:
         self.registry = CollectorRegistry()
+        # CPU seconds, resident memory and start time of the process (the console's load
+        # charts; a new start time is a restart).
+        ProcessCollector(registry=self.registry)
         labels = {"app": app_id}
         self.requests = Counter(
             "consort_http_requests",

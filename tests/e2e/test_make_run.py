@@ -122,6 +122,8 @@ def test_consort_run_serves_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
         assert "Consort is running" in output
         assert urls["gateway"]["app"] + "/docs" in output
         assert key in output  # the first screen shows the development key
+        # and the console's link, the key in its fragment (which no server sees)
+        assert f"{urls['gateway']['app']}/console/#key={key}" in output
     finally:
         launcher.send_signal(signal.SIGINT)  # what Ctrl-C sends
         launcher.wait(30)

@@ -1,0 +1,74 @@
+"""The system overview the web console draws, from what the running system says: each
+app's Prometheus text, the topic contracts, and the call graph Zipkin derives from traces.
+
+Plain code (no web framework): the route (`apps.gateway.routes.console`) gathers the
+inputs through the sidecar and builds the overview with these.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from consort.contracts.overview import CallEdge, ServiceLoad
+from consort.kit.metrics_text import latency_quantiles, process_figures, request_counts
+
+#: How far back the call graph looks in Zipkin's traces.
+CALLS_LOOKBACK_S = 15 * 60
+
+
+def service_load(metrics_text: str) -> ServiceLoad:
+    """The load figures of one app from its Prometheus text (totals since its start)."""
+    process = process_figures(metrics_text)
+    requests, errors = request_counts(metrics_text)
+    p50, p99 = latency_quantiles(metrics_text)
+    return ServiceLoad(
+        requests=requests,
+        errors=errors,
+        p50_ms=p50,
+        p99_ms=p99,
+        cpu_seconds=process.get("process_cpu_seconds_total"),
+        memory_bytes=process.get("process_resident_memory_bytes"),
+        started_at=process.get("process_start_time_seconds"),
+    )
+
+
+def zipkin_base(span_endpoint: str | None) -> str | None:
+    """Zipkin's address, from the span endpoint the tracer exports to (`…/api/v2/spans`)."""
+    return span_endpoint.removesuffix("/api/v2/spans") if span_endpoint else None
+
+
+def traced_calls(links: list[dict[str, Any]]) -> list[CallEdge]:
+    """Zipkin's dependency links (`parent`, `child`, `callCount`) as call edges."""
+    return [
+        CallEdge(caller=link["parent"], callee=link["child"], calls=int(link.get("callCount", 0)))
+        for link in links
+        if link.get("parent") and link.get("child") and link["parent"] != link["child"]
+    ]
+
+
+async def fetch_traced_calls(base: str | None, timeout_s: float) -> list[CallEdge]:
+    """Who called whom in the last minutes, as Zipkin links the spans; none without it."""
+    if base is None:
+        return []
+    params = {"endTs": str(int(time.time() * 1000)), "lookback": str(CALLS_LOOKBACK_S * 1000)}
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s) as client:
+            reply = await client.get(f"{base}/api/v2/dependencies", params=params)
+        reply.raise_for_status()
+        links = reply.json()
+    except (httpx.HTTPError, ValueError):
+        return []
+    return traced_calls(links if isinstance(links, list) else [])
+
+
+def call_edges(traced: list[CallEdge], apps: list[str], gateway: str) -> list[CallEdge]:
+    """The gateway's own calls (it fronts every service) merged with the traced ones
+    between the apps of the catalog, each pair once."""
+    seen = {(e.caller, e.callee): e for e in traced if e.caller in apps and e.callee in apps}
+    for app_id in apps:
+        if app_id != gateway:
+            seen.setdefault((gateway, app_id), CallEdge(caller=gateway, callee=app_id))
+    return sorted(seen.values(), key=lambda e: (e.caller, e.callee))

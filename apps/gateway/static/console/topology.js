@@ -1,0 +1,116 @@
+// The topology: services (coloured by health), topics, and who invokes, publishes to and
+// is delivered from what, drawn from the overview the gateway builds.
+import { el, h, text } from "./svg.js";
+
+const NODE_W = 176, NODE_H = 54, TOPIC_W = 190, TOPIC_H = 26;
+
+function restartsOf(history, appId) {
+  return history.restarts.get(appId) || 0;
+}
+
+function serviceLabel(node) {
+  const info = node.catalog.info;
+  const parts = [node.app_id, node.health === "up" ? "up" : `down: ${node.catalog.detail || "unreachable"}`];
+  if (info) parts.push(`version ${info.version}`, ...info.models.map((m) => `${m.name} ${m.version}`));
+  return parts.join(", ");
+}
+
+export function drawTopology(container, overview, history) {
+  const services = overview.services;
+  const gateway = services.find((s) => s.app_id === "gateway");
+  const others = services.filter((s) => s !== gateway);
+  const topics = overview.topics;
+  const rowH = NODE_H + 18;
+  const topicRowH = TOPIC_H + 8;
+  const height = Math.max(others.length * rowH, topics.length * topicRowH, NODE_H) + 40;
+  const W = 900;
+  const cols = { gateway: 20, services: 330, topics: W - TOPIC_W - 20 };
+  const pos = new Map();
+  if (gateway) pos.set(gateway.app_id, { x: cols.gateway, y: height / 2 - NODE_H / 2 });
+  const offset = (height - others.length * rowH) / 2;
+  others.forEach((s, i) => pos.set(s.app_id, { x: cols.services, y: offset + i * rowH + 9 }));
+  const topicOffset = (height - topics.length * topicRowH) / 2;
+  const topicPos = new Map(topics.map((t, i) => [t.name, { x: cols.topics, y: topicOffset + i * topicRowH + 4 }]));
+
+  const svg = el("svg", { viewBox: `0 0 ${W} ${height}`, role: "group", "aria-label": "System topology" });
+  svg.append(el("defs", {}, [
+    el("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto-start-reverse" }, [
+      el("path", { d: "M0,0L10,5L0,10z", fill: "#444" }),
+    ]),
+  ]));
+  const edges = el("g", { class: "edges" });
+  const curve = (x1, y1, x2, y2) => {
+    const mx = (x1 + x2) / 2;
+    return `M${x1},${y1}C${mx},${y1} ${mx},${y2} ${x2},${y2}`;
+  };
+  for (const call of overview.calls) {
+    const a = pos.get(call.caller), b = pos.get(call.callee);
+    if (!a || !b) continue;
+    const sameColumn = a.x === b.x;
+    const x1 = sameColumn ? a.x : a.x + NODE_W, y1 = a.y + NODE_H / 2;
+    const x2 = b.x, y2 = b.y + NODE_H / 2;
+    const d = sameColumn ? `M${x1},${y1}C${x1 - 60},${y1} ${x2 - 60},${y2} ${x2},${y2}` : curve(x1, y1, x2, y2);
+    const path = el("path", { class: "edge invoke", d, "marker-end": "url(#arrow)", "data-caller": call.caller, "data-callee": call.callee });
+    path.append(el("title", {}, [`${call.caller} invokes ${call.callee}${call.calls ? ` (${call.calls} calls traced)` : ""}`]));
+    edges.append(path);
+  }
+  for (const topic of topics) {
+    const t = topicPos.get(topic.name);
+    for (const publisher of topic.publishers) {
+      const a = pos.get(publisher);
+      if (!a) continue;
+      const path = el("path", { class: "edge publish", d: curve(a.x + NODE_W, a.y + NODE_H / 2 - 8, t.x, t.y + TOPIC_H / 2) });
+      path.append(el("title", {}, [`${publisher} publishes ${topic.name}`]));
+      edges.append(path);
+    }
+    for (const subscriber of topic.subscribers) {
+      const b = pos.get(subscriber);
+      if (!b) continue;
+      const path = el("path", { class: "edge subscribe", d: curve(t.x, t.y + TOPIC_H / 2, b.x + NODE_W, b.y + NODE_H / 2 + 8) });
+      path.append(el("title", {}, [`${topic.name} is delivered to ${subscriber}`]));
+      edges.append(path);
+    }
+  }
+  svg.append(edges);
+  for (const node of services) {
+    const p = pos.get(node.app_id);
+    const restarts = restartsOf(history, node.app_id);
+    const info = node.catalog.info;
+    const g = el("g", {
+      class: `node service ${node.health}`, "data-app": node.app_id, "data-health": node.health,
+      transform: `translate(${p.x},${p.y})`, tabindex: 0, role: "img", "aria-label": serviceLabel(node),
+    });
+    g.append(el("title", {}, [serviceLabel(node)]));
+    g.append(el("rect", { width: NODE_W, height: NODE_H, rx: 6 }));
+    g.append(text(8, 18, node.app_id, { class: "title" }));
+    const sidecar = info && info.sidecar ? `daprd ${info.sidecar.runtime_version}` : node.health === "up" ? "daprd ?" : "unreachable";
+    g.append(text(8, 33, sidecar));
+    g.append(text(8, 47, `1 instance · ${restarts} restart${restarts === 1 ? "" : "s"} seen`));
+    svg.append(g);
+  }
+  for (const topic of topics) {
+    const t = topicPos.get(topic.name);
+    const g = el("g", { class: `topic${topic.dead_letters ? " dead" : ""}`, "data-topic": topic.name, transform: `translate(${t.x},${t.y})`, tabindex: 0, role: "img",
+      "aria-label": `topic ${topic.name}: published by ${topic.publishers.join(", ") || "external producers"}, delivered to ${topic.subscribers.join(", ") || "nobody"}, ${topic.dead_letters} dead letters` });
+    g.append(el("rect", { width: TOPIC_W, height: TOPIC_H, rx: 13 }));
+    g.append(text(10, 17, topic.dead_letters ? `${topic.name} (${topic.dead_letters} dead)` : topic.name));
+    svg.append(g);
+  }
+  container.replaceChildren(svg);
+}
+
+export function drawComponents(container, overview) {
+  const rows = overview.services.map((s) => {
+    const sc = s.catalog.info && s.catalog.info.sidecar;
+    const comps = sc ? sc.components.map((c) => `${c.name} (${c.type})`).join(", ") : "–";
+    const subs = sc ? sc.subscriptions.map((x) => x.topic).join(", ") : "–";
+    const actors = sc && sc.actor_types.length ? sc.actor_types.join(", ") : "–";
+    return h("tr", { "data-app": s.app_id }, [
+      h("td", { text: s.app_id }), h("td", { text: comps }), h("td", { text: subs }), h("td", { text: actors }),
+    ]);
+  });
+  container.replaceChildren(h("table", {}, [
+    h("thead", {}, [h("tr", {}, ["service", "components", "subscriptions", "actor types"].map((c) => h("th", { text: c })))]),
+    h("tbody", {}, rows),
+  ]));
+}
