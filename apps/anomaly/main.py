@@ -33,13 +33,19 @@ from apps.anomaly.series import (
 )
 from consort.contracts.anomaly import (
     SERIES_ID_PATTERN,
+    BatchPointsIn,
+    BatchScoresOut,
     DetectRequest,
     DetectResult,
     PointsIn,
     ScoresOut,
+    SeriesOutcome,
+    SeriesPoints,
     SeriesSnapshot,
 )
+from consort.contracts.common import Problem
 from consort.kit.actors import actor_runtime_config, mount_actor_runtime, register_actor
+from consort.kit.dapr import SidecarError
 from consort.kit.errors import ProblemError, unavailable
 from consort.kit.events import declare_subscriptions
 from consort.kit.service import create_app
@@ -109,6 +115,44 @@ async def add_points(series: SeriesId, request: PointsIn) -> ScoresOut:
     # In the order the points were sent.
     scores = sorted(result.scores, key=lambda s: by_time.get(s.timestamp, 0))
     return ScoresOut(series=series, scores=scores, model=model_info(detector_config(config)))
+
+
+#: Series of one batch whose actors are called at once.
+BATCH_FAN_OUT = 16
+
+
+@app.post("/v1/metrics/points", response_model=BatchScoresOut, tags=["metrics"])
+async def add_batch(request: BatchPointsIn) -> BatchScoresOut:
+    """Score points of many series in one request: each series' points go to its own
+    actor, up to 16 actors at a time. A series that cannot be scored (a config conflict,
+    its actor unreachable) gets its problem in its outcome; the others are scored."""
+    gate = asyncio.Semaphore(BATCH_FAN_OUT)
+
+    async def one(item: SeriesPoints) -> SeriesOutcome:
+        async with gate:
+            try:
+                result = await observe(item.series, item.points, item.config)
+            except SidecarError as exc:
+                problem = Problem(
+                    title="Series unavailable", status=503, detail=f"{item.series}: {exc}"
+                )
+                return SeriesOutcome(series=item.series, problem=problem)
+        if result.conflict:
+            problem = Problem(title="Series config conflict", status=409, detail=result.conflict)
+            return SeriesOutcome(series=item.series, problem=problem)
+        by_time = {p.timestamp.timestamp(): i for i, p in enumerate(item.points)}
+        scores = sorted(result.scores, key=lambda s: by_time.get(s.timestamp, 0))
+        return SeriesOutcome(series=item.series, scores=scores)
+
+    with tracer.start_as_current_span(
+        "series.observe-batch", attributes={"series": len(request.series)}
+    ):
+        outcomes = await asyncio.gather(*(one(item) for item in request.series))
+    return BatchScoresOut(
+        results=list(outcomes),
+        model=model_info(detector_config(settings.default_series)),
+        points=sum(len(o.scores or []) for o in outcomes),
+    )
 
 
 @app.get("/v1/metrics/{series}", response_model=SeriesSnapshot, tags=["metrics"])

@@ -20,7 +20,7 @@ from pydantic import (
     field_validator,
 )
 
-from consort.contracts.common import ModelInfo
+from consort.contracts.common import ModelInfo, Problem
 
 #: The event published for every point scored as anomalous.
 ANOMALIES_DETECTED = "anomalies.detected"
@@ -42,6 +42,8 @@ MAX_WINDOW = 5_000
 SERIES_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
 #: The event producers send points in (consumed by the anomaly service).
 METRICS_OBSERVED = "metrics.observed"
+#: Most series in one batch of `POST /v1/metrics/points`.
+MAX_BATCH_SERIES = 1_000
 
 
 def z_at(score_threshold: float) -> float:
@@ -125,6 +127,38 @@ class PointsIn(BaseModel):
             "forgotten): how a series' config is changed."
         ),
     )
+
+
+class SeriesPoints(BaseModel):
+    """Points of one series within a batch (`PointsIn`'s fields, and the series)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    series: str = Field(pattern=SERIES_ID_PATTERN, description="The series id.")
+    points: list[MetricPoint] = Field(min_length=1, max_length=MAX_POINTS)
+    config: SeriesConfig | None = Field(
+        default=None, description="As in `PointsIn`: taken when the series is new."
+    )
+
+
+class BatchPointsIn(BaseModel):
+    """Points of many series in one request: each series goes to its own actor, all of
+    them in parallel. At most `MAX_POINTS` points in all, each series once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    series: list[SeriesPoints] = Field(min_length=1, max_length=MAX_BATCH_SERIES)
+
+    @field_validator("series")
+    @classmethod
+    def _within_limits(cls, value: list[SeriesPoints]) -> list[SeriesPoints]:
+        total = sum(len(s.points) for s in value)
+        if total > MAX_POINTS:
+            raise ValueError(f"at most {MAX_POINTS} points in one batch, got {total}")
+        ids = [s.series for s in value]
+        if len(set(ids)) != len(ids):
+            raise ValueError("each series at most once in a batch (merge its points)")
+        return value
 
 
 class DetectRequest(BaseModel):
@@ -265,6 +299,23 @@ class ScoresOut(BaseModel):
     series: str
     scores: list[PointScore]
     model: ModelInfo
+
+
+class SeriesOutcome(BaseModel):
+    """One series of a batch: its scores, or the problem that kept it from being scored
+    (a config conflict, or its actor unreachable); the other series are unaffected."""
+
+    series: str
+    scores: list[PointScore] | None = None
+    problem: Problem | None = None
+
+
+class BatchScoresOut(BaseModel):
+    """The outcome of each series of a batch, in the order sent."""
+
+    results: list[SeriesOutcome]
+    model: ModelInfo = Field(description="The default model (a series' own config may differ).")
+    points: int = Field(ge=0, description="Points scored in all.")
 
 
 class AnomaliesDetected(BaseModel):

@@ -50,6 +50,14 @@ class PointsAccepted(BaseModel):
     event_id: str = Field(description="The `metrics.observed` event's id.")
 
 
+class BatchAccepted(BaseModel):
+    """A batch of series published for scoring (`wait=false`): one `metrics.observed`
+    event per series, in one bulk publish."""
+
+    series: int
+    points: int
+
+
 class RecentAnomalies(BaseModel):
     """The most recent `anomalies.detected` events, newest first."""
 

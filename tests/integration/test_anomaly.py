@@ -366,3 +366,76 @@ def test_a_series_id_that_cannot_name_an_actor_is_rejected(system: LocalSystem) 
     )
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "path.series"
+
+
+def post_batch(system: LocalSystem, body: dict[str, Any], **params: Any) -> Any:
+    return httpx.post(
+        f"{system.url('gateway')}/v1/metrics/points",
+        headers=system.api_headers,
+        json=body,
+        params=params,
+        timeout=60,
+    )
+
+
+def test_a_batch_of_series_is_scored_by_each_series_actor(system: LocalSystem) -> None:
+    ids = [series_id() for _ in range(3)]
+    # The third series exists with period 24; the batch asks it for period 12: a conflict
+    # that is its own outcome, not the batch's.
+    conflicted = ids[2]
+    first = post_points(system, conflicted, {"points": points([1.0]), "config": {"period": 24}})
+    assert first.status_code == 200, first.text
+    body = {
+        "series": [
+            {"series": ids[0], "points": points(daily_cycle(30)), "config": {"period": 24}},
+            {"series": ids[1], "points": points(daily_cycle(10))},
+            {
+                "series": conflicted,
+                "points": points([2.0], start=START + timedelta(hours=1)),
+                "config": {"period": 12},
+            },
+        ]
+    }
+    response = post_batch(system, body)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["series"] for r in results] == ids  # in the order sent
+    assert len(results[0]["scores"]) == 30 and len(results[1]["scores"]) == 10
+    assert results[2]["scores"] is None and results[2]["problem"]["status"] == 409
+    assert response.json()["points"] == 40
+    # Each series' actor kept its own window.
+    window = httpx.get(
+        f"{system.url('gateway')}/v1/metrics/{ids[0]}", headers=system.api_headers, timeout=10
+    ).json()
+    assert len(window["points"]) == 30
+
+
+def test_a_batch_over_its_limits_is_a_422_naming_the_limit(system: LocalSystem) -> None:
+    same = series_id()
+    twice = {"series": [{"series": same, "points": points([1.0])}] * 2}
+    response = post_batch(system, twice)
+    assert response.status_code == 422
+    assert "at most once" in response.text
+    many = {"series": [{"series": series_id(), "points": points([1.0] * 6000)} for _ in range(2)]}
+    response = post_batch(system, many)
+    assert response.status_code == 422
+    assert "at most 10000 points" in response.text
+
+
+def test_a_batch_published_without_waiting_is_scored_by_the_actors(system: LocalSystem) -> None:
+    ids = [series_id() for _ in range(2)]
+    body = {"series": [{"series": s, "points": points(daily_cycle(5))} for s in ids]}
+    response = post_batch(system, body, wait="false")
+    assert response.status_code == 202, response.text
+    assert response.json() == {"series": 2, "points": 10}
+
+    def windows() -> list[int]:
+        sizes = []
+        for s in ids:
+            r = httpx.get(
+                f"{system.url('gateway')}/v1/metrics/{s}", headers=system.api_headers, timeout=10
+            )
+            sizes.append(len(r.json()["points"]) if r.status_code == 200 else 0)
+        return sizes
+
+    eventually(windows, lambda sizes: sizes == [5, 5], deadline_s=30)

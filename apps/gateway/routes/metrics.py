@@ -20,19 +20,74 @@ from apps.gateway.edge import requires
 from consort.contracts.anomaly import (
     METRICS_OBSERVED,
     SERIES_ID_PATTERN,
+    BatchPointsIn,
+    BatchScoresOut,
     MetricsObserved,
     PointsIn,
     ScoresOut,
     SeriesSnapshot,
 )
-from consort.contracts.gateway import PointsAccepted
-from consort.kit.errors import invalid_field
+from consort.contracts.events import topic
+from consort.contracts.gateway import BatchAccepted, PointsAccepted
+from consort.kit.errors import invalid_field, unavailable
 
 router = APIRouter(prefix="/metrics", tags=["metrics"], dependencies=[requires("timeseries")])
 
 SeriesId = Annotated[
     str, PathParam(pattern=SERIES_ID_PATTERN, description="The series id (1 to 200 characters).")
 ]
+
+
+@router.post(
+    "/points",
+    response_model=BatchScoresOut,
+    responses={202: {"model": BatchAccepted, "description": "Published (`wait=false`)."}},
+)
+async def add_batch(
+    request: BatchPointsIn,
+    sc: SidecarDep,
+    wait: Annotated[
+        bool, Query(description="false: publish one `metrics.observed` per series, answer 202.")
+    ] = True,
+) -> Any:
+    """Add points to many series at once and score them online, each series by its own
+    actor, in parallel (up to 1,000 series and 10,000 points in all).
+
+    Each series' outcome is its scores, or the problem that kept it from being scored (a
+    config conflict: 409; its actor unreachable: 503), without failing the others.
+    """
+    if not wait:
+        events = {
+            str(uuid.uuid4()): MetricsObserved(
+                series=s.series, points=s.points, config=s.config
+            ).model_dump(mode="json")
+            for s in request.series
+        }
+        failed = await sc.publish_bulk(
+            settings.pubsub_name,
+            METRICS_OBSERVED,
+            events,
+            source=settings.app_id,
+            event_type=topic(METRICS_OBSERVED).event_type,
+        )
+        if failed:
+            raise unavailable(
+                "Not accepted",
+                f"{len(failed)} of {len(events)} series were not published; send them again.",
+                retry_after_s=1,
+            )
+        accepted = BatchAccepted(
+            series=len(events), points=sum(len(s.points) for s in request.series)
+        )
+        return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
+    reply = await forward(
+        sc,
+        settings.anomaly_app_id,
+        "v1/metrics/points",
+        json=request.model_dump(mode="json"),
+        timeout_s=settings.anomaly_timeout_s,
+    )
+    return reply.json()
 
 
 @router.post(
