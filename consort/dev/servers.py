@@ -73,43 +73,7 @@ def postgres(run_dir: Path, port: int, secrets: RunSecrets, log: Path) -> Proc:
         "--",
     ]
     if not (data / "PG_VERSION").exists():
-        home.mkdir(parents=True, exist_ok=True)
-        _traversable(home)
-        os.chown(home, account.pw_uid, account.pw_gid)
-        home.chmod(0o700)
-        pwfile = home / "initdb.pw"
-        write_secret(pwfile, secrets.postgres_password + "\n")
-        os.chown(pwfile, account.pw_uid, account.pw_gid)
-        try:
-            subprocess.run(
-                [
-                    *as_account,
-                    str(PG_BIN / "initdb"),
-                    "-D",
-                    str(data),
-                    "-U",
-                    USER,
-                    f"--pwfile={pwfile}",
-                    "--auth=scram-sha-256",
-                    "--encoding=UTF8",
-                    "--no-instructions",
-                ],
-                check=True,
-                capture_output=True,
-                cwd=home,
-            )
-        except subprocess.CalledProcessError as exc:
-            raise RuntimeError(f"initdb failed: {exc.stderr.decode(errors='replace')}") from exc
-        finally:
-            pwfile.unlink(missing_ok=True)
-        # The database the components name, created in single-user mode (no server yet).
-        subprocess.run(
-            [*as_account, str(server), "--single", "-D", str(data), "postgres"],
-            input=f"CREATE DATABASE {USER} OWNER {USER};\n".encode(),
-            check=True,
-            capture_output=True,
-            cwd=home,
-        )
+        _init_cluster(home, data, server, as_account, account, secrets)
     return Proc(
         "postgres",
         [
@@ -136,6 +100,54 @@ def postgres(run_dir: Path, port: int, secrets: RunSecrets, log: Path) -> Proc:
         log,
         cwd=home,
         ready=lambda: _pg_ready(port),
+    )
+
+
+def _init_cluster(
+    home: Path,
+    data: Path,
+    server: Path,
+    as_account: list[str],
+    account: pwd.struct_passwd,
+    secrets: RunSecrets,
+) -> None:
+    """initdb as the account, with the run's password, and the database the components name."""
+    home.mkdir(parents=True, exist_ok=True)
+    _traversable(home)
+    os.chown(home, account.pw_uid, account.pw_gid)
+    home.chmod(0o700)
+    pwfile = home / "initdb.pw"
+    write_secret(pwfile, secrets.postgres_password + "\n")
+    os.chown(pwfile, account.pw_uid, account.pw_gid)
+    try:
+        subprocess.run(
+            [
+                *as_account,
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                USER,
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",
+                "--encoding=UTF8",
+                "--no-instructions",
+            ],
+            check=True,
+            capture_output=True,
+            cwd=home,
+        )
+    except subprocess.CalledProcessError as exc:
+        raise RuntimeError(f"initdb failed: {exc.stderr.decode(errors='replace')}") from exc
+    finally:
+        pwfile.unlink(missing_ok=True)
+    # The database the components name, created in single-user mode (no server yet).
+    subprocess.run(
+        [*as_account, str(server), "--single", "-D", str(data), "postgres"],
+        input=f"CREATE DATABASE {USER} OWNER {USER};\n".encode(),
+        check=True,
+        capture_output=True,
+        cwd=home,
     )
 
 
