@@ -1,6 +1,6 @@
 """The web console's server side, in process: its files and their policy, the overview's
 reading of the apps' metrics and the call graph. The page itself is tested in a real
-browser (tests/e2e/test_console.py)."""
+browser (tests/e2e/test_web_console.py)."""
 
 from __future__ import annotations
 
