@@ -10,6 +10,9 @@ import math
 
 from prometheus_client.parser import text_string_to_metric_families
 
+#: What launchers, scrapers and the catalog (the console's polls) ask: not the app's load.
+PROBE_ROUTES = ("/healthz", "/readyz", "/metrics", "/info")
+
 
 def latency_quantiles(
     metrics_text: str, quantiles: tuple[float, ...] = (0.5, 0.99)
@@ -63,7 +66,7 @@ def counter_total(metrics_text: str, name: str) -> float:
 
 
 def request_counts(metrics_text: str) -> tuple[float, float]:
-    """(requests, 5xx responses) served, health probes and scrapes excluded."""
+    """(requests, 5xx responses) served; health probes, scrapes and `/info` excluded."""
     total = errors = 0.0
     for family in text_string_to_metric_families(metrics_text):
         if family.name != "consort_http_requests":
@@ -71,7 +74,7 @@ def request_counts(metrics_text: str) -> tuple[float, float]:
         for sample in family.samples:
             if not sample.name.endswith("_total"):
                 continue
-            if sample.labels["route"] in ("/healthz", "/readyz", "/metrics"):
+            if sample.labels["route"] in PROBE_ROUTES:
                 continue
             total += sample.value
             if sample.labels["status"].startswith("5"):

@@ -1,6 +1,6 @@
 """The web console's server side, in process: its files and their policy, the overview's
 reading of the apps' metrics and the call graph. The page itself is tested in a real
-browser (tests/e2e/test_console.py)."""
+browser (tests/e2e/test_web_console.py)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,7 @@ def test_the_overview_reads_requests_latency_and_the_process_from_metrics() -> N
     metrics.requests.labels("/v1/sentiment", "POST", "200").inc(8)
     metrics.requests.labels("/v1/sentiment", "POST", "500").inc(2)
     metrics.requests.labels("/healthz", "GET", "200").inc(50)  # probes are not load
+    metrics.requests.labels("/info", "GET", "200").inc(20)  # nor the console's own polls
     for seconds in (0.01,) * 9 + (0.4,):
         metrics.latency.labels("/v1/sentiment", "POST").observe(seconds)
     load = service_load(generate_latest(metrics.registry).decode())

@@ -61,13 +61,18 @@ export async function showTrace(traceId, zipkinUi) {
   const links = zipkinUi ? [h("a", { href: `${zipkinUi}traces/${traceId}`, target: "_blank", rel: "noopener", text: "open in Zipkin" })] : [];
   box.replaceChildren(h("p", { text: "waiting for the spans…" }), ...links);
   panel.scrollIntoView({ block: "nearest" });
-  // Spans reach Zipkin a few seconds after the request (batched by each process).
-  for (let attempt = 0; attempt < 20 && mine === shown; attempt++) {
+  // Spans reach Zipkin a few seconds after the request, each process sending its own in
+  // batches (the sidecars every few seconds): redraw as more arrive, and stop once the
+  // count has held for five polls.
+  let count = 0, steady = 0;
+  for (let attempt = 0; attempt < 30 && mine === shown && steady < 5; attempt++) {
     try {
       const { body } = await call(`/v1/ops/traces/${traceId}`);
-      if (body.spans.length) {
+      if (body.spans.length && body.spans.length === count) steady += 1;
+      else if (body.spans.length) {
+        count = body.spans.length;
+        steady = 0;
         box.replaceChildren(waterfall(body.spans), ...links);
-        return;
       }
     } catch (error) {
       box.replaceChildren(h("p", { class: "problem", text: error.message }), ...links);

@@ -191,10 +191,18 @@ def test_the_text_panel_colours_each_clause_and_marks_aspects(console: Console) 
 def test_a_result_links_to_its_trace_drawn_as_a_waterfall(console: Console) -> None:
     console.page.click("#try-text .trace-link")
     console.wait("#trace .waterfall .span-bar", "the trace's spans", 30_000)
+    # The request crossed the gateway and, through the sidecars, sentiment and nlp; each
+    # process reports its spans on its own, and the waterfall grows as they arrive.
+    try:
+        console.page.wait_for_function(
+            "() => { const t = document.querySelector('#trace .waterfall')?.textContent || '';"
+            " return ['gateway', 'sentiment', 'nlp'].every(s => t.includes(s)); }",
+            timeout=30_000,
+        )
+    except Error as exc:
+        raise AssertionError(f"{exc}\n{console.diagnosis('#trace')}") from exc
     labels = " ".join(texts(console.page, "#trace .waterfall text"))
-    # The request crossed the gateway and, through the sidecars, sentiment and nlp.
-    for service in ("gateway", "sentiment", "nlp"):
-        assert service in labels, console.diagnosis("#trace")
+    assert "post /v1/text/analyze · gateway app" in labels, labels
     assert console.page.locator("#trace a[href*='/zipkin/traces/']").count() == 1
     console.assert_no_errors()
 
@@ -320,19 +328,19 @@ def test_a_case_is_approved_from_the_page(console: Console) -> None:
 
 def test_a_killed_service_turns_red_and_back(console: Console, system: LocalSystem) -> None:
     console.go("topology")
-    node = '#graph .node[data-app="forecast"]'
-    console.wait(f"{node}.up", "forecast up before the kill")
-    system.kill_instance("forecast")
+    node = '#graph .node[data-app="sentiment"]'
+    console.wait(f"{node}.up", "sentiment up before the kill")
+    system.kill_instance("sentiment")
     try:
-        console.wait(f"{node}.down", "forecast red after its kill", 30_000)
-        console.shot("topology-forecast-down")
+        console.wait(f"{node}.down", "sentiment red after its kill", 30_000)
+        console.shot("topology-sentiment-down")
     finally:
-        system.restart_instance("forecast", deadline_s=240)
-    console.wait(f"{node}.up", "forecast green after its restart", 60_000)
+        system.restart_instance("sentiment", deadline_s=240)
+    console.wait(f"{node}.up", "sentiment green after its restart", 60_000)
     label = console.page.locator(node).text_content() or ""
     assert "1 restart seen" in label, console.diagnosis(node)
     # A refused call is a console error ("Failed to load resource") only if the page made
-    # one: the overview answered throughout, with forecast down.
+    # one: the overview answered throughout, with sentiment down.
     console.assert_no_errors()
 
 
@@ -341,8 +349,8 @@ def test_the_health_page_charts_the_load(console: Console) -> None:
     console.wait('#load tr[data-app="sentiment"]', "the load table")
     # Two samples at least, so rates are drawn.
     console.wait('#charts .chart path.series[data-series="gateway"]', "the gateway's rate")
-    memory = console.page.locator('#load tr[data-app="sentiment"] td').all_inner_texts()[7]
-    assert float(memory) > 50, memory  # spaCy and VADER are resident
+    memory = console.page.locator('#load tr[data-app="nlp"] td').all_inner_texts()[7]
+    assert float(memory) > 50, memory  # spaCy's pipeline is resident
     topics = console.page.locator("#topics tr[data-topic]").count()
     assert topics >= 9
     console.shot("health")
