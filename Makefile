@@ -87,14 +87,16 @@ bench: setup ## benchmarks; results as JSON under bench/results/
 	@$(PY) -m bench.recovery
 	@$(PY) -m bench.replicas
 	@$(PY) -m bench.security_cost
+	@$(PY) -m bench.search
 
-eval: setup ## sentiment vs VADER's Table 4, vision, recommender, time series, anomaly on the AIOps KPIs; bench/results/
+eval: setup ## sentiment vs VADER's Table 4, vision, recommender, time series, anomaly on the AIOps KPIs, search vs its numpy reference; bench/results/
 	@bash runtime/eval-data.sh
 	@$(PY) -m bench.eval_sentiment
 	@$(PY) -m bench.eval_vision
 	@$(PY) -m bench.eval_recommender
 	@$(PY) -m bench.eval_timeseries
 	@$(PY) -m bench.eval_anomaly_kpi
+	@$(PY) -m bench.eval_search
 
 clean: ## remove the run folder and the virtualenv (the runtime cache stays)
 	rm -rf .run $(VENV)

@@ -351,7 +351,6 @@ pub async fn healthz() -> Response {
 }
 
 pub async fn readyz(State(app): State<App>) -> Response {
-    let trace = Trace::continue_from(None);
     if is_draining(&app) {
         let mut p = Problem::new(
             503,
@@ -385,7 +384,6 @@ pub async fn readyz(State(app): State<App>) -> Response {
             json!({"status": "ready", "checks": ["sidecar", MODEL_NAME, "index"]}),
         );
     }
-    drop(trace);
     Problem::new(503, "Not ready", waiting.join("; "), "not-ready").into_response()
 }
 
