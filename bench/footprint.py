@@ -10,6 +10,7 @@ start. consort.yaml's `kubernetes:` requests and limits are sized from these fig
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -56,8 +57,16 @@ def footprint(pid: int) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    apps = [spec.app_id for spec in RunFile.load().apps]
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--apps",
+        help="comma-separated app ids to measure alone (with their sidecars); their figures "
+        "replace theirs in footprint.json, the others' stay, and `partial` says when",
+    )
+    args = parser.parse_args(argv)
+    every = [spec.app_id for spec in RunFile.load().apps]
+    apps = args.apps.split(",") if args.apps else every
     started = time.monotonic()
     with local_system(apps) as system:
         ready_s = time.monotonic() - started
@@ -67,12 +76,20 @@ def main() -> None:
             for p in system.supervisor
             if p.alive() and p.pid is not None and (p.name in apps or p.name.endswith("-daprd"))
         }
-    result = {
+    result: dict[str, Any] = {
         "machine": describe(),
         "ready_s": round(ready_s, 1),
         "idle_s": IDLE_S,
         "processes": figures,
     }
+    path = RESULTS / "footprint.json"
+    if args.apps and path.exists():
+        whole = json.loads(path.read_text())
+        whole["processes"].update(figures)
+        whole.setdefault("partial", []).append(
+            {"apps": apps, "machine": result["machine"], "ready_s": result["ready_s"]}
+        )
+        result = whole
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "footprint.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

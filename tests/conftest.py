@@ -73,8 +73,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 @pytest.fixture(scope="session")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
-    """gateway, sentiment, nlp, vision, forecast, anomaly, recommender and orchestrator,
-    each with its sidecar, on Redis, placement, scheduler and Zipkin."""
+    """gateway, sentiment, nlp, vision, forecast, anomaly, recommender, orchestrator and
+    search (Rust), each with its sidecar, on Redis, placement, scheduler and Zipkin."""
     local = LocalSystem(
         RunFile.load().with_free_ports(),
         tmp_path_factory.mktemp("run"),
@@ -93,6 +93,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
                 "anomaly",
                 "recommender",
                 "orchestrator",
+                "search",
                 "gateway",
             ],
             # Longer on a machine shared with other work: CONSORT_TEST_START_DEADLINE_S.

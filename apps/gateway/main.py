@@ -24,6 +24,7 @@ from apps.gateway.routes import (
     operations,
     recommendations,
     reviews,
+    search,
     text,
     workflows,
 )
@@ -64,6 +65,7 @@ for area in (
     cases,
     recommendations,
     console,
+    search,
 ):
     v1.include_router(area.router)
 app.include_router(v1)

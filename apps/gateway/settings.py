@@ -46,6 +46,11 @@ class GatewaySettings(ServiceSettings):
     anomalies_kept: int = Field(
         default=200, description="Recent `anomalies.detected` events kept for GET /v1/anomalies."
     )
+    search_app_id: str = Field(default="search", description="App id of the search service.")
+    search_timeout_s: float = Field(
+        default=16.0,
+        description="Longest wait for the search service (indexing 128 documents on busy cores).",
+    )
     vision_timeout_s: float = Field(
         default=30.0, description="Longest wait for the vision service (OCR of a large image)."
     )
@@ -74,6 +79,7 @@ class GatewaySettings(ServiceSettings):
             "anomaly",
             "recommender",
             "orchestrator",
+            "search",
         ],
         description="App ids the catalog asks for their description (JSON list in the env).",
     )

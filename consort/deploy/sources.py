@@ -215,8 +215,10 @@ def declared_subscriptions(target: str) -> tuple[str, ...]:
 
 
 def app_sources(app_id: str, repo: Path = REPO) -> list[Path]:
-    """The modules of `apps/<app_id>/` and the repo packages (actors/, workflows/) it hosts."""
-    files = sorted((repo / "apps" / app_id).rglob("*.py"))
+    """The modules of `apps/<app_id>/` (Python, or Rust for an app in Rust) and the repo
+    packages (actors/, workflows/) it hosts."""
+    folder = repo / "apps" / app_id
+    files = sorted([*folder.rglob("*.py"), *folder.rglob("*.rs")])
     hosted = {m for f in files for m in HOSTED.findall(f.read_text(encoding="utf-8"))}
     return files + [f for pkg in sorted(hosted) for f in sorted((repo / pkg).rglob("*.py"))]
 

@@ -135,8 +135,11 @@ def schema_errors(docs: Iterable[Manifest], crds: Mapping[tuple[str, str], Doc])
 
 
 def app_folders(apps_dir: Path = APPS_DIR) -> set[str]:
-    """The app ids that have a folder with a `main.py` under `apps/`."""
-    return {p.parent.name for p in apps_dir.glob("*/main.py")}
+    """The app ids that have a folder with a `main.py` (Python) or a `Cargo.toml` (Rust)
+    under `apps/`."""
+    return {
+        p.parent.name for pattern in ("*/main.py", "*/Cargo.toml") for p in apps_dir.glob(pattern)
+    }
 
 
 def openapi_paths(app_id: str, openapi_dir: Path = OPENAPI_DIR) -> set[str]:
@@ -161,7 +164,8 @@ def _deployment_policy(m: Manifest, folders: set[str], openapi_dir: Path) -> lis
     if app_id != m.name or app_id not in folders:
         errors.append(f"{m.where()}: app id {app_id!r} is not its name and an apps/ folder")
     for container in template["spec"]["containers"]:
-        if not str(container.get("command", [""])[-1]).startswith(f"apps.{app_id}."):
+        command = str(container.get("command", [""])[-1])
+        if not command.startswith((f"apps.{app_id}.", f"apps/{app_id}/")):
             errors.append(f"{m.where()}: {container['name']} does not serve apps/{app_id}/")
     served = openapi_paths(str(app_id), openapi_dir)
     paths = [template["metadata"]["annotations"].get("dapr.io/app-health-check-path")]

@@ -57,6 +57,7 @@ DESCRIPTIONS = {
     "forecast": "forecasts with intervals (statsmodels)",
     "recommender": "recommendations, similar items, baskets (implicit ALS)",
     "orchestrator": "durable workflows",
+    "search": "embeddings and semantic search (Rust, all-MiniLM-L6-v2)",
 }
 
 

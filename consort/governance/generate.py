@@ -45,8 +45,18 @@ def event_schema_file(topic: Topic) -> str:
 
 
 def app_targets(run_file: Path = RUN_FILE) -> dict[str, str]:
-    """Each app id of the run file and its ASGI target (`MODULE:APP`, its command's end)."""
-    return {spec.app_id: spec.command[-1] for spec in RunFile.load(run_file).apps}
+    """Each app id of the run file and the FastAPI app of its HTTP contract.
+
+    A Python app's is its ASGI target (`MODULE:APP`, its command's end). An app in another
+    language (its command is not `python ...`) describes its contract in
+    `apps/<app id>/openapi.py` as a FastAPI app whose routes are never served.
+    """
+    return {
+        spec.app_id: spec.command[-1]
+        if spec.command[0] in ("python", "python3")
+        else f"apps.{spec.app_id.replace('-', '_')}.openapi:app"
+        for spec in RunFile.load(run_file).apps
+    }
 
 
 def load_app(target: str) -> FastAPI:

@@ -148,6 +148,7 @@ def test_catalog_reads_the_running_system(system: LocalSystem) -> None:
         "anomaly",
         "recommender",
         "orchestrator",
+        "search",
     }
     assert {s["status"] for s in services.values()} == {"available"}
     orchestrator = services["orchestrator"]["info"]

@@ -30,6 +30,8 @@ from consort.kit.keys import KeyFile, KeyRing, RateLimiter
 EXPECTED = {
     "/v1/text/": "text",
     "/v1/reviews": "text",
+    "/v1/embeddings": "text",
+    "/v1/search/": "text",
     "/v1/images/": "images",
     "/v1/forecasts": "timeseries",
     "/v1/metrics/": "timeseries",

@@ -39,7 +39,7 @@ from consort.governance.drift import drift_lines
 pytestmark = pytest.mark.unit
 
 APPS = {"gateway", "sentiment", "nlp", "vision", "forecast", "anomaly", "recommender"}
-APPS |= {"orchestrator"}
+APPS |= {"orchestrator", "search"}
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +149,7 @@ def test_autoscalers_trigger_on_cpu_or_on_the_topics_each_app_consumes(
         "nlp": [("reviews.submitted", "nlp")],
         "anomaly": [("metrics.observed", "anomaly")],
         "orchestrator": [("anomalies.detected", "orchestrator")],
+        "search": [("reviews.submitted", "search")],
     }
     for m in prod:
         if m.kind == "ScaledObject":
@@ -158,7 +159,14 @@ def test_autoscalers_trigger_on_cpu_or_on_the_topics_each_app_consumes(
 def test_component_scopes_name_only_the_apps_that_use_them(docs: list[Manifest]) -> None:
     state = _one(docs, "prod", "Component", "statestore").doc
     pubsub = _one(docs, "prod", "Component", "pubsub").doc
-    assert state["scopes"] == ["anomaly", "gateway", "orchestrator", "recommender", "sentiment"]
+    assert state["scopes"] == [
+        "anomaly",
+        "gateway",
+        "orchestrator",
+        "recommender",
+        "search",
+        "sentiment",
+    ]
     assert "forecast" not in pubsub["scopes"] and "nlp" in pubsub["scopes"]
     password = [i for i in state["spec"]["metadata"] if i["name"] == "redisPassword"]
     assert password == [
