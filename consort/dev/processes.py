@@ -197,9 +197,20 @@ def wait_until(
     deadline_s: float,
     watched: Sequence[Proc] = (),
     interval_s: float = 0.05,
+    context: Sequence[Proc] = (),
 ) -> None:
-    """Poll `ready` until it is true; fail early if a watched process exits."""
+    """Poll `ready` until it is true; fail early if a watched process exits. On failure,
+    the log tails of the watched processes and of `context` (what they depend on, e.g.
+    sentry for a sidecar) are in the error."""
     end = time.monotonic() + deadline_s
+
+    def also() -> str:
+        return "".join(
+            f"\n--- {p.name} ({'alive' if p.alive() else f'exited {p.exit_code}'}, "
+            f"{p.log_path}):\n{p.tail()}"
+            for p in context
+        )
+
     while time.monotonic() < end:
         if ready():
             return
@@ -208,10 +219,11 @@ def wait_until(
                 raise StartupError(
                     f"{proc.name} exited (code {proc.exit_code}) "
                     f"while waiting for {what}. Last lines of {proc.log_path}:\n{proc.tail()}"
+                    + also()
                 )
         time.sleep(interval_s)
     tails = "\n".join(f"--- {p.name} ({p.log_path}):\n{p.tail()}" for p in watched)
-    raise StartupError(f"{what} not ready after {deadline_s:g} s\n{tails}")
+    raise StartupError(f"{what} not ready after {deadline_s:g} s\n{tails}{also()}")
 
 
 def http_ok(url: str, expect: Sequence[int] = (200, 204)) -> Callable[[], bool]:

@@ -715,6 +715,8 @@ class LocalSystem:
             http_ok(f"{instance.sidecar_url}/v1.0/healthz"),
             deadline_s,
             [app, sidecar],
+            # A sidecar that cannot start often says so about these: show theirs too.
+            context=[p for p in self.supervisor.procs if p.name in ("sentry", "placement")],
         )
         url = f"{instance.url}/readyz"
 

@@ -54,6 +54,7 @@ def test_gateway_answers_503_within_its_deadline(system: LocalSystem, sentiment_
         "anomaly": "available",
         "recommender": "available",
         "orchestrator": "available",
+        "search": "available",
     }
 
 
