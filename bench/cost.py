@@ -38,6 +38,7 @@ import httpx
 from bench.load import closed_loop
 from bench.local import local_system
 from bench.machine import describe
+from consort.dev.processes import cpu_seconds_by_group
 from consort.dev.system import LocalSystem
 
 RESULTS = Path(__file__).parent / "results"
@@ -49,18 +50,7 @@ BATCH_SERIES, BATCH_POINTS = 16, 50
 
 def cpu_by_process(system: LocalSystem) -> dict[str, float]:
     """CPU seconds so far of each supervised process (with its children), by name."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    groups = {p.popen.pid: p.name for p in system.supervisor.procs if p.popen}
-    out: dict[str, float] = dict.fromkeys(groups.values(), 0.0)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        name = groups.get(int(fields[2]))
-        if name is not None:
-            out[name] += (int(fields[11]) + int(fields[12])) / ticks
-    return out
+    return cpu_seconds_by_group({p.popen.pid: p.name for p in system.supervisor.procs if p.popen})
 
 
 def in_process_ms(work: Callable[[], object], seconds: float = 1.0) -> float:

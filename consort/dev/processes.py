@@ -22,7 +22,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,15 +59,23 @@ def free_port(host: str = "127.0.0.1") -> int:
 def group_cpu_seconds(groups: set[int]) -> float:
     """User and system CPU seconds the kernel charged to every live process whose process
     group is in `groups` (from /proc: steady on a shared machine, unlike wall time)."""
-    total = 0
+    return sum(cpu_seconds_by_group({g: str(g) for g in groups}).values())
+
+
+def cpu_seconds_by_group(groups: Mapping[int, str]) -> dict[str, float]:
+    """`group_cpu_seconds` split by name: process group id -> name in, name -> the CPU
+    seconds of every live process of its group(s) out (0 for a name with none alive)."""
+    totals = dict.fromkeys(groups.values(), 0)
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) in groups:  # pgrp
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
+        name = groups.get(int(fields[2]))  # pgrp
+        if name is not None:
+            totals[name] += int(fields[11]) + int(fields[12])  # utime, stime
+    ticks = os.sysconf("SC_CLK_TCK")
+    return {name: t / ticks for name, t in totals.items()}
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
