@@ -27,9 +27,15 @@ stage() { printf '[dapr %s] %-34s (%3ds elapsed)\n' "$DAPR_RUNTIME_VERSION" "$1"
 
 built_version() { "$bin/$1" --version 2>/dev/null | head -n1 | tr -d '[:space:]' || true; }
 
-# runtime/patches/*.patch are applied to the Dapr source before building (each says why).
-# The control-plane binaries are rebuilt when the patches change.
-patches_id=$(cat "$here"/patches/*.patch | sha256sum | cut -c1-16)
+# runtime/patches/dapr/*.patch are applied to Dapr's source, and
+# runtime/patches/components-contrib/*.patch to the components module it links (each says
+# why). A binary is rebuilt when the patches it is built from change: daprd from both, the
+# control plane from Dapr's alone.
+patches_id() { cat "$@" | sha256sum | cut -c1-16; }
+dapr_patches=("$here"/patches/dapr/*.patch)
+contrib_patches=("$here"/patches/components-contrib/*.patch)
+control_plane_id=$(patches_id "${dapr_patches[@]}")
+daprd_id=$(patches_id "${dapr_patches[@]}" "${contrib_patches[@]}")
 control_plane=(placement scheduler sentry)
 
 # What is missing: everything when daprd is not the pinned version, else the binaries that
@@ -38,9 +44,9 @@ control_plane=(placement scheduler sentry)
 binaries=(daprd "${control_plane[@]}")
 if [[ "$(built_version daprd)" == "$DAPR_RUNTIME_VERSION" ]]; then
   missing=()
-  stale=$([[ "$(cat "$bin/.patches" 2>/dev/null)" == "$patches_id" ]] || echo yes)
   for name in "${binaries[@]}"; do
-    if [[ ! -x "$bin/$name" || ( -n "$stale" && $name != daprd ) ]]; then missing+=("$name"); fi
+    if [[ $name == daprd ]]; then want=$daprd_id; stamp="$bin/.patches-daprd"; else want=$control_plane_id; stamp="$bin/.patches"; fi
+    if [[ ! -x "$bin/$name" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then missing+=("$name"); fi
   done
 else
   missing=("${binaries[@]}")
@@ -83,10 +89,21 @@ chmod -R u+w "$work/dapr"
 # every one of them); ours adds nothing but the same lines.
 sort -u "$here/go.sum" "$work/dapr/go.sum" >"$work/go.sum"
 rm -f "$work"/dapr/cmd/daprd/components/pubsub_pulsar*.go
-for p in "$here"/patches/*.patch; do
+for p in "${dapr_patches[@]}"; do
   patch --quiet -d "$work/dapr" -p1 <"$p" || { echo "patch $p does not apply" >&2; exit 1; }
 done
-(cd "$work" && go mod edit -replace "github.com/dapr/dapr=./dapr")
+# The components module at the version Dapr's go.mod requires, patched likewise.
+contrib=github.com/dapr/components-contrib
+contrib_version=$(sed -n "s#^\s*$contrib \(v[^ ]*\).*#\1#p" "$work/dapr/go.mod" | head -n1)
+[[ -n "$contrib_version" ]] || { echo "no $contrib version in Dapr's go.mod" >&2; exit 1; }
+contrib_src=$(cd "$work" && go mod download -json "$contrib@$contrib_version" | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p')
+rm -rf "$work/components-contrib"
+cp -r "$contrib_src" "$work/components-contrib"
+chmod -R u+w "$work/components-contrib"
+for p in "${contrib_patches[@]}"; do
+  patch --quiet -d "$work/components-contrib" -p1 <"$p" || { echo "patch $p does not apply" >&2; exit 1; }
+done
+(cd "$work" && go mod edit -replace "github.com/dapr/dapr=./dapr" -replace "$contrib=./components-contrib")
 
 ldflags="-s -w -X github.com/dapr/dapr/pkg/buildinfo.version=$DAPR_RUNTIME_VERSION"
 for name in "${missing[@]}"; do
@@ -99,6 +116,9 @@ for name in "${missing[@]}"; do
 done
 
 [[ "$(built_version daprd)" == "$DAPR_RUNTIME_VERSION" ]] || { echo "daprd --version does not say $DAPR_RUNTIME_VERSION" >&2; exit 1; }
-echo "$patches_id" >"$bin/.patches"
-rm -rf "$work/dapr"
+for name in "${missing[@]}"; do
+  if [[ $name == daprd ]]; then echo "$daprd_id" >"$bin/.patches-daprd"; fi
+done
+echo "$control_plane_id" >"$bin/.patches"
+rm -rf "$work/dapr" "$work/components-contrib"
 stage "runtime ready in $bin"
