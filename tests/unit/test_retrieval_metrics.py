@@ -4,11 +4,18 @@ by hand, and its STS Benchmark reader on lines shaped like the benchmark's."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
 
-from bench.eval_search_sts import Pair, load_pairs, threshold_table
+from bench.eval_search_sts import (
+    DUPLICATE_THRESHOLD,
+    THRESHOLDS,
+    Pair,
+    load_pairs,
+    threshold_table,
+)
 from bench.retrieval_metrics import (
     average_ranks,
     bootstrap_interval,
@@ -17,6 +24,7 @@ from bench.retrieval_metrics import (
     reciprocal_rank,
     spearman_rho,
 )
+from consort.dev.runtime import REPO
 
 
 def test_average_ranks_share_ties() -> None:
@@ -113,3 +121,12 @@ def test_threshold_table_counts_paraphrases_at_each_threshold() -> None:
     assert rows[0.9]["recall"] == 0.5
     assert rows[0.85]["recall"] == 1.0
     assert rows[0.95]["precision"] == 1.0
+
+
+def test_the_threshold_evaluated_is_the_services_default() -> None:
+    # bench/eval_search_sts.py marks the service's default in its table: the one the Rust
+    # settings fall back to when SEARCH_DUPLICATE_THRESHOLD is unset.
+    config = (REPO / "apps" / "search" / "src" / "config.rs").read_text(encoding="utf-8")
+    (default,) = re.findall(r'parsed\("SEARCH_DUPLICATE_THRESHOLD", ([0-9.]+)\)', config)
+    assert float(default) == DUPLICATE_THRESHOLD
+    assert DUPLICATE_THRESHOLD in THRESHOLDS
