@@ -120,7 +120,7 @@ bench: setup ## benchmarks; results as JSON under bench/results/
 	@$(PY) -m bench.profiles
 	@$(PY) -m bench.search
 
-eval: setup ## sentiment vs VADER's Table 4, vision, recommender, time series, anomaly on the AIOps KPIs, search vs its numpy reference; bench/results/
+eval: setup ## sentiment vs VADER's Table 4, vision, recommender, time series, anomaly on the AIOps KPIs, search vs its numpy reference and on the STS Benchmark; bench/results/
 	@bash runtime/eval-data.sh
 	@$(PY) -m bench.eval_sentiment
 	@$(PY) -m bench.eval_vision
@@ -128,6 +128,7 @@ eval: setup ## sentiment vs VADER's Table 4, vision, recommender, time series, a
 	@$(PY) -m bench.eval_timeseries
 	@$(PY) -m bench.eval_anomaly_kpi
 	@$(PY) -m bench.eval_search
+	@$(PY) -m bench.eval_search_sts
 
 clean: ## remove the run folder and the virtualenv (the runtime cache stays)
 	rm -rf .run $(VENV)
