@@ -179,17 +179,6 @@ def test_a_crash_costs_only_the_routes_that_need_the_process(
         assert max(recovery.values()) < 30, recovery
 
 
-@pytest.mark.xfail(
-    "rabbitmq" in SERVERS.values(),
-    reason=(
-        "Dapr 1.18.3's RabbitMQ component (components-contrib v1.18.4) can leave a "
-        "subscription stalled after a broker restart: its subscriptions share one "
-        "connection and reconnect concurrently, and events taken by the lost consumer stay "
-        "in the durable queue (not lost) until that sidecar restarts; it also reports a "
-        "publish whose confirmation never came as published (docs/profiles.md)"
-    ),
-    strict=False,
-)
 def test_reviews_and_interactions_are_applied_exactly_once(supervised: LocalSystem) -> None:
     with httpx.Client(
         base_url=supervised.url("gateway"), headers=supervised.api_headers, timeout=CLIENT_TIMEOUT_S
