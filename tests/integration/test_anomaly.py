@@ -293,6 +293,40 @@ def test_offline_and_online_give_the_same_scores_for_the_same_points(
     assert top["is_anomaly"]
 
 
+def test_a_series_can_be_scored_by_another_detector_online_and_offline(
+    system: LocalSystem,
+) -> None:
+    # A level shift scored by the change detector (not the default) through the series'
+    # actor, and by the offline route: the same scores, one anomaly at the shift, one event.
+    values = [100 + 1.5 * math.sin(7.3 * i) for i in range(300)]
+    values[200:] = [v + 40 for v in values[200:]]
+    series = series_id()
+    sent = points(values)
+    online = post_points(system, series, {"points": sent, "config": {"detector": "diff"}})
+    assert online.status_code == 200, online.text
+    assert online.json()["model"]["name"] == "diff-robust-z"
+    scores = online.json()["scores"]
+    shift_at = datetime.fromisoformat(sent[200]["timestamp"]).timestamp()
+    assert {s["anomaly_start"] for s in scores if s["is_anomaly"]} == {shift_at}
+    offline = httpx.post(
+        f"{system.url('gateway')}/v1/anomalies/detect",
+        headers=system.api_headers,
+        json={
+            "values": values,
+            "timestamps": [datetime.fromisoformat(p["timestamp"]).timestamp() for p in sent],
+            "detector": "diff",
+            "period": 1,
+        },
+        timeout=30,
+    )
+    assert offline.status_code == 200, offline.text
+    assert offline.json()["model"]["name"] == "diff-robust-z"
+    assert offline.json()["scores"] == scores
+    (event,) = eventually(lambda: recent(system, series), lambda found: len(found) == 1)
+    assert event["model"]["name"] == "diff-robust-z"
+    assert snapshot(system, series).json()["config"]["detector"] == "diff"
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field", "says"),
     [
@@ -315,6 +349,13 @@ def test_offline_and_online_give_the_same_scores_for_the_same_points(
             "timezone",
         ),
         ("metrics/s1/points", {"points": []}, "body.points", "at least 1"),
+        (
+            "metrics/s1/points",
+            {"points": points([1.0]), "config": {"detector": "prophet"}},
+            "body.config.detector",
+            "'spectral-residual'",
+        ),
+        ("anomalies/detect", {"values": [1, 2, 3], "detector": "x"}, "body.detector", "'diff'"),
         ("metrics/s1/points", {"points": points([1.0] * 10_001)}, "body.points", "10000"),
         (
             "metrics/s1/points",
