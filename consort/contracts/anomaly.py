@@ -52,7 +52,8 @@ class Detector(StrEnum):
     stl: robust STL season and robust exponential smoothing, the error's robust z.
     diff: the robust z of the change from the previous point (a detector of sudden change).
     spectral-residual: the spectral residual saliency of the newest point (Ren et al.,
-    KDD 2019) over a sliding window, its robust z. ensemble: all three, the largest |z|.
+    KDD 2019) over a sliding window, its robust z. ensemble: diff and spectral-residual,
+    the larger |z|.
     """
 
     STL = "stl"
