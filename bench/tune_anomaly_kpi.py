@@ -70,19 +70,32 @@ def score_half(series: Half, first_new: int, detector: Detector) -> np.ndarray:
     return z
 
 
-def score_task(kpi: str, detector: Detector) -> tuple[str, str, float, int]:
-    """Score one KPI's halves with one detector into the cache; seconds and points."""
-    path = CACHE / f"{kpi}.{detector.value}.npz"
-    if path.exists():
+def score_task(
+    kpi: str, detector: Detector, train_only: bool = False
+) -> tuple[str, str, float, int]:
+    """Score one KPI's halves (or its train half) with one detector into the cache;
+    seconds and points."""
+    path = CACHE / f"{kpi}.{detector.value}{'.train' if train_only else ''}.npz"
+    if path.exists() or (train_only and (CACHE / f"{kpi}.{detector.value}.npz").exists()):
         return kpi, detector.value, 0.0, 0
     train, test = read_half(kpi, "train"), read_half(kpi, "test")
     started = time.process_time()
     z_train = score_half(train, 0, detector)
-    joined, before = test_series(train, test)
-    z_test = score_half(joined, before, detector)
+    z_test = np.zeros(0)
+    if not train_only:
+        joined, before = test_series(train, test)
+        z_test = score_half(joined, before, detector)
     seconds = time.process_time() - started
     np.savez(path, train=z_train, test=z_test)
     return kpi, detector.value, seconds, len(z_train) + len(z_test)
+
+
+def stl_train(kpi: str) -> np.ndarray:
+    """STL's train half scores (the only ones the one-minute KPIs have)."""
+    for name in (f"{kpi}.stl.npz", f"{kpi}.stl.train.npz"):
+        if (CACHE / name).exists():
+            return np.asarray(np.load(CACHE / name)["train"])
+    raise FileNotFoundError(f"{kpi}: STL not scored (run --score-stl-train)")
 
 
 def load(kpi: str, detector: Detector) -> tuple[np.ndarray, np.ndarray]:
@@ -158,6 +171,9 @@ def main() -> None:
         choices=[d.value for d in (Detector.STL, *SCORED)],
         help="score these, then stop",
     )
+    parser.add_argument(
+        "--score-stl-train", action="store_true", help="also STL's train half of every KPI"
+    )
     args = parser.parse_args()
     chosen_kpis = kpis()[: args.kpis]
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -166,11 +182,14 @@ def main() -> None:
     tasks += [(k, d) for d in SCORED for k, _ in reversed(chosen_kpis)]
     if args.score_only:
         tasks = [(k, d) for k, d in tasks if d.value in args.score_only]
+    # STL's train halves on every KPI: only for choosing the default, one detector for all.
+    stl = [(k, Detector.STL, True) for k, _ in reversed(chosen_kpis)]
+    plan = [(k, d, False) for k, d in tasks] + (stl if args.score_stl_train else [])
     with ProcessPoolExecutor(args.workers) as pool:
-        for kpi, detector, seconds, points in pool.map(score_task, *zip(*tasks, strict=True)):
+        for kpi, detector, seconds, points in pool.map(score_task, *zip(*plan, strict=True)):
             if points:
                 print(f"  {kpi[:8]} {detector}: {points} points, {points / seconds:.0f}/s")
-    if args.score_only:
+    if args.score_only is not None:
         return
     scores = {f"{k}.{d.value}": load(k, d) for k, _ in chosen_kpis for d in DETECTORS}
     train = {k: read_half(k, "train").labels for k, _ in chosen_kpis}
@@ -178,6 +197,17 @@ def main() -> None:
     schemes = compare_schemes(scores, train)
     scheme = max(schemes, key=lambda s: schemes[s])
     detector, threshold, train_f1 = choose_global(scores, train)
+    # The default: one detector for all, on the train halves pooled, STL included when its
+    # train halves were scored (`--score-stl-train`).
+    default_on_train = {}
+    try:
+        with_stl = {**scores, **{f"{k}.stl": (stl_train(k), np.zeros(0)) for k, _ in chosen_kpis}}
+    except FileNotFoundError:
+        with_stl = None
+    if with_stl is not None:
+        for d in (Detector.STL, *DETECTORS):
+            t, train_f1 = choose_global_for(d, with_stl, train)
+            default_on_train[d.value] = {"z_threshold": t, "train_delay_f1": train_f1}
     per_kpi: dict[str, dict[str, Any]] = {}
     for k, _ in chosen_kpis:
         own_d, own_t = choose_per_kpi({d: scores[f"{k}.{d.value}"][0] for d in DETECTORS}, train[k])
@@ -213,6 +243,7 @@ def main() -> None:
             "z_threshold": threshold,
             "train_delay_f1": train_f1,
         },
+        "default_one_detector_for_all_on_train": default_on_train,
         "per_kpi": per_kpi,
         "in_process_test_delay_f1": in_process,
         "points_per_cpu_second": points_per_cpu_second(chosen_kpis[-1][0]),
