@@ -64,6 +64,7 @@ REFIT_REMINDER = "refit"
 
 def detector_config(config: SeriesConfig) -> DetectorConfig:
     return DetectorConfig(
+        detector=config.detector,
         period=config.period,
         step=config.step_s,
         threshold=config.threshold,

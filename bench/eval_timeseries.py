@@ -325,7 +325,8 @@ async def detect(
     answer = await post(
         client,
         f"{gateway}/v1/anomalies/detect",
-        {"values": values, "period": period},
+        # The STL detector, as these figures have always measured (not the default).
+        {"values": values, "period": period, "detector": "stl"},
         f"{len(values)} values, period {period}",
     )
     seconds = time.perf_counter() - started

@@ -1,4 +1,10 @@
-"""Online, seasonality-aware anomaly scoring of one metric series, on statsmodels.
+"""Online anomaly scoring of one metric series, by one of four detectors.
+
+The detectors (`DetectorConfig.detector`, docs/services/anomaly.md#detectors): `stl`, the
+method below; `diff`, the robust z of the change from the previous point; `spectral-
+residual`, the spectral residual score of the newest point over a sliding window
+(`apps.anomaly.spectral`); `ensemble`, the larger |z| of the last two. Each scores its
+statistic by the same robust z, floor, clip, anomaly score and cool-down.
 
 Plain domain code: no web framework, no Dapr. One `AnomalyDetector` per series; its whole
 state is a `DetectorState` (a pydantic model of plain lists and numbers), so an actor saves
@@ -64,12 +70,15 @@ from statsmodels.tsa.stattools import acf
 
 from apps.anomaly.robust import RunningSpread
 from apps.anomaly.smoothing import fit_smoother
+from apps.anomaly.spectral import newest_statistic
 from consort.contracts.anomaly import (
     DEFAULT_COOLDOWN_STEPS,
+    DEFAULT_DETECTOR,
     DEFAULT_SCORE_THRESHOLD,
     MAX_PERIOD,
     MAX_WINDOW,
     AnomalyEvent,
+    Detector,
     DetectResult,
     PointScore,
     ScoreStatus,
@@ -80,6 +89,7 @@ from consort.contracts.common import ModelInfo
 #: MAD times this estimates the standard deviation of normal data.
 MAD_TO_SIGMA = 1.4826
 STATSMODELS_VERSION = version("statsmodels")
+NUMPY_VERSION = version("numpy")
 #: Robustness passes of STL: three bring most of the gain at a fifth of the default's cost.
 STL_ROBUST_PASSES = 3
 #: The scale is at least this share of the expected value's magnitude.
@@ -94,6 +104,33 @@ LEARNING_WINDOW = 720
 LEARNING_MIN_POINTS = 30
 #: Fewest points between two automatic fits.
 REFIT_MIN_POINTS = 100
+#: Errors enter the recent set clipped at this |z| (the edge of the default's normal
+#: range), whatever the decision threshold: so the scores do not depend on the threshold,
+#: and one threshold can be chosen on the scores of another.
+CLIP_Z = z_at(DEFAULT_SCORE_THRESHOLD)
+#: Points in the spectral residual's sliding window (the newest and those before it).
+SR_WINDOW = 64
+#: Recent spectral residual statistics needed before its z counts (0 until then): its
+#: tails are heavy, and a scale from a few dozen is not to be trusted.
+SR_FEWEST = 100
+#: A batch of this many points for a detector with a spectral residual is worth a worker.
+SR_OFFLOAD_POINTS = 500
+#: The families each detector runs (the band of a spectral residual's verdict comes
+#: from the change from the previous point: its own score is not in the series' units).
+FAMILIES = {
+    Detector.STL: ("stl",),
+    Detector.DIFF: ("diff",),
+    Detector.SPECTRAL_RESIDUAL: ("sr", "diff"),
+    # Not STL: by far the costliest (1,400-3,800 points a CPU second against 8,000 here),
+    # too slow to score all 29 AIOps KPIs for the choice (docs/services/anomaly.md).
+    Detector.ENSEMBLE: ("diff", "sr"),
+}
+
+
+def ensemble_z(members: dict[str, float]) -> float:
+    """The ensemble's z: its members' z of largest magnitude (each a robust z, so on one
+    scale), with its sign."""
+    return max(members.values(), key=abs)
 
 
 def _stl(y: NDArray[np.float64], period: int) -> Any:
@@ -113,6 +150,7 @@ class DetectorConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    detector: Detector = Field(default=DEFAULT_DETECTOR, description="The family scoring it.")
     period: int = Field(
         default=1,
         ge=0,
@@ -151,6 +189,15 @@ class DetectorConfig(BaseModel):
     def learns_period(self) -> bool:
         return self.period == 0
 
+    @property
+    def families(self) -> tuple[str, ...]:
+        return FAMILIES[self.detector]
+
+    @property
+    def seasonal(self) -> bool:
+        """Whether the detector models a season (only STL does; the others need none)."""
+        return "stl" in self.families
+
     def window_points(self, period: int) -> int:
         """Points kept while the period in use is `period`."""
         shortest = LEARNING_WINDOW if self.learns_period else 200
@@ -162,7 +209,7 @@ class DetectorConfig(BaseModel):
     @property
     def min_points(self) -> int:
         """Points needed before the first fit."""
-        if self.learns_period:
+        if self.learns_period or not self.seasonal:
             return LEARNING_MIN_POINTS
         return 2 * self.period + 1 if self.period > 1 else 10
 
@@ -195,6 +242,11 @@ class DetectorState(BaseModel):
     phi: float = 0.0
     seasonal: list[float] = Field(default_factory=list, description="By phase, period long.")
     residuals: list[float] = Field(default_factory=list, description="Recent, oldest first.")
+    # The other families' recent statistics, oldest first (empty when not in use).
+    changes: list[float] = Field(default_factory=list, description="Recent changes (diff).")
+    saliencies: list[float] = Field(
+        default_factory=list, description="Recent raw spectral residual scores."
+    )
     since_fit: int = 0
     observed: int = Field(default=0, description="Points accepted since the series began.")
 
@@ -207,6 +259,12 @@ def anomaly_score(z: float) -> float:
 def model_info(config: DetectorConfig, period: int | None = None) -> ModelInfo:
     """The name and version of the method scoring a series with `config` (and, when the
     period is learnt, `period` in use)."""
+    if config.detector is Detector.DIFF:
+        return ModelInfo(name="diff-robust-z", version=NUMPY_VERSION)
+    if config.detector is Detector.SPECTRAL_RESIDUAL:
+        return ModelInfo(name="spectral-residual", version=NUMPY_VERSION)
+    if config.detector is Detector.ENSEMBLE:
+        return ModelInfo(name="ensemble(diff-robust-z,spectral-residual)", version=NUMPY_VERSION)
     in_use = period if period is not None else config.period
     name = "stl-robust-z" if in_use > 1 else "ses-robust-z"
     return ModelInfo(name=name, version=STATSMODELS_VERSION)
@@ -224,6 +282,12 @@ class AnomalyDetector:
             raise ValueError("give a config or a state, not both")
         self.state = state
         self._spread = RunningSpread(state.residuals)
+        self._changes = RunningSpread(state.changes)
+        self._saliencies = RunningSpread(state.saliencies)
+        if state.fitted:
+            # A state saved before its detector had these families (the default changed
+            # under a stored series): their recent sets come from its window.
+            self._seed()
 
     @property
     def config(self) -> DetectorConfig:
@@ -302,40 +366,92 @@ class AnomalyDetector:
             return PointScore(timestamp=timestamp, value=value, status=ScoreStatus.WARMING_UP)
         return verdict
 
-    def _score(self, timestamp: float, value: float) -> PointScore:
+    def _robust_z(
+        self,
+        spread: RunningSpread,
+        recent: list[float],
+        statistic: float,
+        floor: float,
+        fewest: int = 0,
+    ) -> tuple[float, float, float]:
+        """The robust z of `statistic` against the recent ones, their center and the scale;
+        the statistic then joins the recent ones, clipped at `CLIP_Z` scales, so one burst
+        does not inflate the scale. With fewer than `fewest` recent ones the z is 0."""
+        known = len(recent)
+        center = spread.median()
+        scale = max(MAD_TO_SIGMA * spread.mad(center), floor)
+        clipped = min(max(statistic, center - CLIP_Z * scale), center + CLIP_Z * scale)
+        recent.append(clipped)
+        spread.add(clipped)
+        while len(recent) > self.config.residual_window:
+            spread.remove(recent.pop(0))
+        return (statistic - center) / scale if known >= fewest else 0.0, center, scale
+
+    def _floor(self, expected: float) -> float:
+        # One quantum (the smallest change seen between successive values), so a flat or
+        # quantized series that moves by one step is not a million-sigma event; and a small
+        # share of the level, for a series that never moved yet.
+        return max(self.state.quantum, LEVEL_FLOOR * abs(expected), 1e-9)
+
+    def _score_stl(self, timestamp: float, value: float) -> tuple[float, float, float]:
+        """The error's z against the season and smoothed level; the expected value, scale."""
         s = self.state
         seasonal = s.seasonal[self._phase(timestamp)] if s.seasonal else 0.0
         expected = s.level + s.phi * s.slope + seasonal
         residual = value - expected
-        center = self._spread.median()
-        mad = self._spread.mad(center)
-        # The floor: one quantum (the smallest change seen between successive values), so
-        # a flat or quantized series that moves by one step is not a million-sigma event;
-        # and a small share of the level, for a series that never moved yet.
-        floor = max(s.quantum, LEVEL_FLOOR * abs(expected), 1e-9)
-        scale = max(MAD_TO_SIGMA * mad, floor)
-        score = (residual - center) / scale
-        threshold = self.config.z_threshold
-        anomalous = self.config.anomalous(score)
+        z, center, scale = self._robust_z(
+            self._spread, s.residuals, residual, self._floor(expected)
+        )
         # The level moves by a Huber-clipped error (Gelper, Fried and Croux 2010): an outlier
         # moves it no further than a point HUBER_K robust deviations out would.
         step = min(max(residual, center - HUBER_K * scale), center + HUBER_K * scale)
         s.level += s.phi * s.slope + s.alpha * step
         s.slope = s.phi * s.slope + s.beta * step
-        clipped = min(max(residual, center - threshold * scale), center + threshold * scale)
-        s.residuals.append(clipped)
-        self._spread.add(clipped)
-        while len(s.residuals) > self.config.residual_window:
-            self._spread.remove(s.residuals.pop(0))
-        half = threshold * scale
+        return z, expected + center, scale
+
+    def _score_diff(self, value: float) -> tuple[float, float, float]:
+        """The change from the previous point's z against recent changes; expected, scale."""
+        previous = self.state.values[-1]
+        z, center, scale = self._robust_z(
+            self._changes, self.state.changes, value - previous, self._floor(previous)
+        )
+        return z, previous + center, scale
+
+    def _score_sr(self, value: float) -> float:
+        """The spectral residual statistic's z against recent ones (`SR_WINDOW` points)."""
+        window = [*self.state.values[-(SR_WINDOW - 1) :], value]
+        statistic = newest_statistic(window)
+        return self._robust_z(
+            self._saliencies, self.state.saliencies, statistic, self._floor(value), SR_FEWEST
+        )[0]
+
+    def _score(self, timestamp: float, value: float) -> PointScore:
+        config = self.config
+        members: dict[str, float] = {}
+        band: tuple[float, float] | None = None
+        if "stl" in config.families:
+            members["stl"], expected, scale = self._score_stl(timestamp, value)
+            band = (expected, scale)
+        if "diff" in config.families:
+            members["diff"], expected, scale = self._score_diff(value)
+            band = band or (expected, scale)
+        if "sr" in config.families:
+            members["sr"] = self._score_sr(value)
+        assert band is not None
+        if config.detector is Detector.ENSEMBLE:
+            score = ensemble_z(members)
+        else:
+            score = members[config.families[0]]
+        anomalous = config.anomalous(score)
+        expected, half = band[0], config.z_threshold * band[1]
         return PointScore(
             anomaly_start=self._episode(timestamp) if anomalous else None,
             timestamp=timestamp,
             value=value,
             status=ScoreStatus.SCORED,
-            expected=expected + center,
-            lower=expected + center - half,
-            upper=expected + center + half,
+            expected=expected,
+            lower=expected - half,
+            upper=expected + half,
             score=score,
             anomaly_score=anomaly_score(score),
             is_anomaly=anomalous,
@@ -369,7 +485,7 @@ class AnomalyDetector:
             gaps = np.diff(np.asarray(s.timestamps, dtype=float))
             gaps = gaps[gaps > 0]
             s.step = float(np.median(gaps)) if gaps.size else 1.0
-        if self.config.learns_period:
+        if self.config.learns_period and self.config.seasonal:
             y, _ = self._regular()
             s.period = estimate_period(y, max_period=min(MAX_PERIOD, len(y) // 3))
 
@@ -383,6 +499,18 @@ class AnomalyDetector:
         if len(s.values) < config.min_points:
             return False
         self._learn()
+        if config.seasonal and not self._fit_smoother():
+            return False
+        self._seed()
+        s.fitted = True
+        s.since_fit = 0
+        return True
+
+    def _fit_smoother(self) -> bool:
+        """The STL family's fit: the season's profile, and of the forms with and without
+        season, with and without trend, the smoother with the smallest errors."""
+        s = self.state
+        config = self.config
         period = s.period
         y, grid = self._regular()
         if len(y) < config.min_points:
@@ -431,9 +559,25 @@ class AnomalyDetector:
             seed = [float(r) for r in errors[-config.residual_window :]]
             s.residuals = (seed + online)[-config.residual_window :]
             self._spread = RunningSpread(s.residuals)
-        s.fitted = True
-        s.since_fit = 0
         return True
+
+    def _seed(self) -> None:
+        """At the first fit, the recent changes and spectral residual scores (the families
+        that need no fit) from the window; afterwards they are those of the points scored."""
+        s = self.state
+        families, keep = self.config.families, self.config.residual_window
+        values = s.values
+        if "diff" in families and not s.changes:
+            recent = values[-keep - 1 :]
+            s.changes = [b - a for a, b in zip(recent, recent[1:], strict=False)]
+            self._changes = RunningSpread(s.changes)
+        if "sr" in families and not s.saliencies:
+            first = max(3, len(values) - keep)
+            s.saliencies = [
+                newest_statistic(values[max(0, i - SR_WINDOW + 1) : i + 1])
+                for i in range(first, len(values))
+            ]
+            self._saliencies = RunningSpread(s.saliencies)
 
     def window(self) -> list[PointScore]:
         """The verdict on each point of the window, oldest first (as first given)."""
@@ -447,8 +591,12 @@ class AnomalyDetector:
         """Whether taking `points` more points would (likely) fit the model: a fit costs tens
         of milliseconds to seconds, so callers run such batches off their event loop."""
         s = self.state
+        if "sr" in self.config.families and points >= SR_OFFLOAD_POINTS:
+            return True  # tens of microseconds a point: many points are seconds of work
         if not s.fitted:
             return len(s.values) + points >= self.config.min_points
+        if not self.config.seasonal:
+            return False  # its refits only learn the spacing: microseconds
         return s.since_fit + points >= self.config.refit_points(s.period)
 
     def observe_many(self, points: Sequence[tuple[float, float]]) -> list[PointScore]:
@@ -518,7 +666,7 @@ def anomaly_events(scores: Sequence[PointScore]) -> list[AnomalyEvent]:
 
 
 def _offline(
-    period: int | None, timestamps: Sequence[float] | None, **overrides: float | None
+    period: int | None, timestamps: Sequence[float] | None, **overrides: object
 ) -> AnomalyDetector:
     """A fresh detector as offline mode runs it: the period learnt unless given, the
     spacing learnt when timestamps are given (one step otherwise)."""
@@ -526,7 +674,7 @@ def _offline(
     if timestamps is not None:
         updates["step"] = 0.0
     updates.update({k: v for k, v in overrides.items() if v is not None})
-    return AnomalyDetector(config=DetectorConfig().model_copy(update=updates))
+    return AnomalyDetector(config=DetectorConfig.model_validate(updates))
 
 
 def _stream(
@@ -543,6 +691,7 @@ def score_series(
     timestamps: Sequence[float] | None = None,
     threshold: float | None = None,
     score_threshold: float | None = None,
+    detector: Detector | None = None,
 ) -> list[PointScore]:
     """Score a whole series (offline mode) by streaming it through the online detector.
 
@@ -557,9 +706,16 @@ def score_series(
             None: the step indices 0, 1, ...
         threshold: |robust z| deciding instead of the anomaly score.
         score_threshold: the anomaly score at or above which a point is anomalous.
+        detector: the family scoring it (None: the default).
     """
-    detector = _offline(period, timestamps, threshold=threshold, score_threshold=score_threshold)
-    return _stream(detector, values, timestamps)
+    scorer = _offline(
+        period,
+        timestamps,
+        threshold=threshold,
+        score_threshold=score_threshold,
+        detector=detector,
+    )
+    return _stream(scorer, values, timestamps)
 
 
 def detect(
@@ -568,18 +724,25 @@ def detect(
     threshold: float | None = None,
     timestamps: Sequence[float] | None = None,
     score_threshold: float | None = None,
+    detector: Detector | None = None,
 ) -> DetectResult:
     """Offline mode as the service serves it: `score_series` and the anomalies' indices.
     Linear in the number of values (the fits are bounded by the window, and amortised)."""
-    detector = _offline(period, timestamps, threshold=threshold, score_threshold=score_threshold)
-    scores = _stream(detector, values, timestamps)
-    config = detector.config
+    scorer = _offline(
+        period,
+        timestamps,
+        threshold=threshold,
+        score_threshold=score_threshold,
+        detector=detector,
+    )
+    scores = _stream(scorer, values, timestamps)
+    config = scorer.config
     return DetectResult(
         events=anomaly_events(scores),
-        period=detector.state.period,
+        period=scorer.state.period,
         threshold=config.z_threshold,
         score_threshold=None if config.threshold is not None else config.score_threshold,
         scores=scores,
         anomalies=[i for i, s in enumerate(scores) if s.is_anomaly],
-        model=detector.model,
+        model=scorer.model,
     )

@@ -87,8 +87,9 @@ app = create_app(
     kit,
     title="Consort anomaly",
     description=(
-        "Online anomaly scoring, one Dapr actor per metric series (STL season, robust "
-        "exponential smoothing, adaptive robust-z threshold), and offline scoring of a series."
+        "Online anomaly scoring, one Dapr actor per metric series (detectors: robust STL and "
+        "exponential smoothing, robust z of changes, spectral residual, their ensemble), and "
+        "offline scoring of a series."
     ),
     lifespan=lifespan,
 )
@@ -205,6 +206,7 @@ async def detect_anomalies(request: DetectRequest) -> DetectResult:
                     request.threshold or settings.threshold,
                     request.timestamps,
                     request.score_threshold or settings.score_threshold,
+                    request.detector or settings.detector,
                 )
     except TimeoutError as exc:
         raise unavailable(

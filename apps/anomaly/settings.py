@@ -3,7 +3,7 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from consort.contracts.anomaly import SeriesConfig
+from consort.contracts.anomaly import Detector, SeriesConfig
 from consort.kit.settings import ServiceSettings, app_id_field
 
 _SERIES = SeriesConfig()
@@ -14,6 +14,10 @@ class AnomalySettings(ServiceSettings):
 
     app_id: str = app_id_field("anomaly")
 
+    detector: Detector = Field(
+        default=_SERIES.detector,
+        description="How a new series (and an offline request naming none) is scored.",
+    )
     period: int = Field(
         default=_SERIES.period, ge=1, description="Seasonal period of a new series, in steps."
     )
@@ -64,6 +68,7 @@ class AnomalySettings(ServiceSettings):
     @property
     def default_series(self) -> SeriesConfig:
         return SeriesConfig(
+            detector=self.detector,
             period=self.period,
             step_s=self.step_s,
             threshold=self.threshold,

@@ -46,6 +46,29 @@ METRICS_OBSERVED = "metrics.observed"
 MAX_BATCH_SERIES = 1_000
 
 
+class Detector(StrEnum):
+    """The families of detectors a series can be scored with (docs/services/anomaly.md).
+
+    stl: robust STL season and robust exponential smoothing, the error's robust z.
+    diff: the robust z of the change from the previous point (a detector of sudden change).
+    spectral-residual: the spectral residual saliency of the newest point (Ren et al.,
+    KDD 2019) over a sliding window, its robust z. ensemble: diff and spectral-residual,
+    the larger |z|.
+    """
+
+    STL = "stl"
+    DIFF = "diff"
+    SPECTRAL_RESIDUAL = "spectral-residual"
+    ENSEMBLE = "ensemble"
+
+
+#: The detector of a series that names none, chosen on the AIOps KPIs' train halves
+#: (bench/results/anomaly-kpi-choices.json, docs/services/anomaly.md#detectors): the
+#: change detector, within 0.04 of the best pooled delay-F1 with a third of the false
+#: alerts at the default threshold, and the cheapest.
+DEFAULT_DETECTOR = Detector.DIFF
+
+
 def z_at(score_threshold: float) -> float:
     """The |robust z| whose anomaly score is `score_threshold` (0.9999: 3.89)."""
     return NormalDist().inv_cdf(0.5 + score_threshold / 2)
@@ -72,6 +95,9 @@ class SeriesConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    detector: Detector = Field(
+        default=DEFAULT_DETECTOR, description="How the series is scored (see `Detector`)."
+    )
     period: int = Field(
         default=1,
         ge=0,
@@ -167,6 +193,9 @@ class DetectRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    detector: Detector | None = Field(
+        default=None, description="How the series is scored; omitted: the service's default."
+    )
     period: int | None = Field(
         default=None,
         ge=1,

@@ -66,7 +66,7 @@ def snapshot(system: LocalSystem, series: str) -> httpx.Response:
 
 def test_a_seasonal_spike_is_scored_published_and_reaches_subscribers(system: LocalSystem) -> None:
     series = series_id()
-    config = {"period": 24, "step_s": 3600, "threshold": 5}
+    config = {"detector": "stl", "period": 24, "step_s": 3600, "threshold": 5}
     values = daily_cycle(24 * 8, spike_at=24 * 7 + 5)
     history = points(values[: 24 * 7], step_s=3600)
     fresh = points(values, step_s=3600)[24 * 7 :]
@@ -100,7 +100,7 @@ def test_a_level_shift_is_one_anomaly_and_one_event(system: LocalSystem) -> None
     values = daily_cycle(24 * 10)
     for i in range(24 * 8, 24 * 10):
         values[i] += 80  # the level shifts for good at the ninth day
-    config = {"period": 24, "step_s": 3600}
+    config = {"detector": "stl", "period": 24, "step_s": 3600}
     sent = points(values, step_s=3600)
     response = post_points(system, series, {"points": sent, "config": config})
     assert response.status_code == 200, response.text
@@ -183,13 +183,10 @@ def test_a_malformed_event_goes_to_the_dead_letter_topic(system: LocalSystem) ->
 def test_the_refit_reminder_fires_while_points_arrive(system: LocalSystem) -> None:
     series = series_id()
     sent_at = datetime.now(UTC)
-    # The detector fits by itself at the 10th point; the 20 after it wait for the reminder.
-    assert (
-        post_points(
-            system, series, {"points": points([5.0 + i % 3 for i in range(30)])}
-        ).status_code
-        == 200
-    )
+    # The STL detector fits by itself at the 10th point; the 20 after it wait for the
+    # reminder.
+    body = {"points": points([5.0 + i % 3 for i in range(30)]), "config": {"detector": "stl"}}
+    assert post_points(system, series, body).status_code == 200
     fitted = datetime.fromisoformat(snapshot(system, series).json()["fitted_at"])
     assert fitted >= sent_at - timedelta(seconds=1)
 
@@ -255,7 +252,7 @@ def test_offline_detection_finds_the_spike(system: LocalSystem) -> None:
     response = httpx.post(
         f"{system.url('gateway')}/v1/anomalies/detect",
         headers=system.api_headers,
-        json={"values": values},
+        json={"values": values, "detector": "stl"},
         timeout=30,
     )
     assert response.status_code == 200, response.text
@@ -280,17 +277,58 @@ def test_offline_and_online_give_the_same_scores_for_the_same_points(
     offline = httpx.post(
         f"{system.url('gateway')}/v1/anomalies/detect",
         headers=system.api_headers,
-        json={"values": [p["value"] for p in sent], "timestamps": timestamps},
+        json={"values": [p["value"] for p in sent], "timestamps": timestamps, "detector": "stl"},
         timeout=30,
     )
     assert offline.status_code == 200, offline.text
-    online = post_points(system, series_id(), {"points": sent, "config": {"period": 0}})
+    config = {"detector": "stl", "period": 0}
+    online = post_points(system, series_id(), {"points": sent, "config": config})
     assert online.status_code == 200, online.text
     assert online.json()["scores"] == offline.json()["scores"]
     assert offline.json()["period"] == 24
     top = max(offline.json()["scores"], key=lambda s: abs(s["score"] or 0))
     assert top["timestamp"] == (START + timedelta(minutes=350)).timestamp()
     assert top["is_anomaly"]
+
+
+def test_a_series_can_be_scored_by_another_detector_online_and_offline(
+    system: LocalSystem,
+) -> None:
+    # A level shift scored by the spectral residual (not the default) through the series'
+    # actor, and by the offline route: the same scores, the first anomaly at the shift
+    # (while the shift is in its 64-point window, the spectrum flags a few more), one event
+    # per anomaly.
+    values = [100 + 1.5 * math.sin(7.3 * i) for i in range(300)]
+    values[200:] = [v + 40 for v in values[200:]]
+    series = series_id()
+    sent = points(values)
+    config = {"detector": "spectral-residual"}
+    online = post_points(system, series, {"points": sent, "config": config})
+    assert online.status_code == 200, online.text
+    assert online.json()["model"]["name"] == "spectral-residual"
+    scores = online.json()["scores"]
+    starts = sorted({s["anomaly_start"] for s in scores if s["is_anomaly"]})
+    shift_at = datetime.fromisoformat(sent[200]["timestamp"]).timestamp()
+    assert starts[0] == shift_at and len(starts) <= 3
+    assert not any(s["is_anomaly"] for s in scores[:200])
+    offline = httpx.post(
+        f"{system.url('gateway')}/v1/anomalies/detect",
+        headers=system.api_headers,
+        json={
+            "values": values,
+            "timestamps": [datetime.fromisoformat(p["timestamp"]).timestamp() for p in sent],
+            "detector": "spectral-residual",
+            "period": 1,
+        },
+        timeout=30,
+    )
+    assert offline.status_code == 200, offline.text
+    assert offline.json()["model"]["name"] == "spectral-residual"
+    assert offline.json()["scores"] == scores
+    assert [e["start"] for e in offline.json()["events"]] == starts
+    found = eventually(lambda: recent(system, series), lambda found: len(found) == len(starts))
+    assert {e["model"]["name"] for e in found} == {"spectral-residual"}
+    assert snapshot(system, series).json()["config"]["detector"] == "spectral-residual"
 
 
 @pytest.mark.parametrize(
@@ -315,6 +353,13 @@ def test_offline_and_online_give_the_same_scores_for_the_same_points(
             "timezone",
         ),
         ("metrics/s1/points", {"points": []}, "body.points", "at least 1"),
+        (
+            "metrics/s1/points",
+            {"points": points([1.0]), "config": {"detector": "prophet"}},
+            "body.config.detector",
+            "'spectral-residual'",
+        ),
+        ("anomalies/detect", {"values": [1, 2, 3], "detector": "x"}, "body.detector", "'diff'"),
         ("metrics/s1/points", {"points": points([1.0] * 10_001)}, "body.points", "10000"),
         (
             "metrics/s1/points",

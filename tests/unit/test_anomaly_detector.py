@@ -1,23 +1,28 @@
-"""The online anomaly detector (no sidecar): spikes, normal points, state, repeats, order."""
+"""The online anomaly detector with its STL detector (no sidecar): spikes, normal points,
+state, repeats, order. Every test names the STL detector (the service's default is the
+change detector, `diff`; the other families are tests/unit/test_anomaly_detectors.py's)."""
 
 from __future__ import annotations
 
 import json
 import time
+from functools import partial
 
 import numpy as np
 import pytest
 
+from apps.anomaly import detector as domain
 from apps.anomaly.detector import (
     AnomalyDetector,
-    DetectorConfig,
     DetectorState,
     anomaly_events,
-    detect,
     estimate_period,
-    score_series,
 )
-from consort.contracts.anomaly import AnomaliesDetected, ScoreStatus
+from consort.contracts.anomaly import AnomaliesDetected, Detector, ScoreStatus
+
+DetectorConfig = partial(domain.DetectorConfig, detector=Detector.STL)
+score_series = partial(domain.score_series, detector=Detector.STL)
+detect = partial(domain.detect, detector=Detector.STL)
 
 PERIOD = 24
 SPIKE_AT = 400
