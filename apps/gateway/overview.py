@@ -12,8 +12,14 @@ from typing import Any
 
 import httpx
 
+from apps.gateway.samples import InstanceScrape
 from consort.contracts.overview import CallEdge, ServiceLoad
-from consort.kit.metrics_text import latency_quantiles, process_figures, request_counts
+from consort.kit.metrics_text import (
+    bucket_quantiles,
+    latency_quantiles,
+    process_figures,
+    request_counts,
+)
 
 #: How far back the call graph looks in Zipkin's traces.
 CALLS_LOOKBACK_S = 15 * 60
@@ -32,6 +38,33 @@ def service_load(metrics_text: str) -> ServiceLoad:
         cpu_seconds=process.get("process_cpu_seconds_total"),
         memory_bytes=process.get("process_resident_memory_bytes"),
         started_at=process.get("process_start_time_seconds"),
+    )
+
+
+def service_totals(instances: list[InstanceScrape]) -> ServiceLoad | None:
+    """The totals since start of an app's instances, together (None: none was read)."""
+    read = [i for i in instances if i.requests is not None]
+    if not read:
+        return None
+    buckets: dict[float, float] = {}
+    for i in read:
+        for bound, count in i.buckets.items():
+            buckets[bound] = buckets.get(bound, 0.0) + count
+    p50, p99 = bucket_quantiles(buckets)
+
+    def total(values: list[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return sum(known) if known else None
+
+    starts = [i.started_at for i in read if i.started_at is not None]
+    return ServiceLoad(
+        requests=sum(i.requests or 0 for i in read),
+        errors=sum(i.errors or 0 for i in read),
+        p50_ms=p50,
+        p99_ms=p99,
+        cpu_seconds=total([i.cpu_s for i in read]),
+        memory_bytes=total([i.memory_bytes for i in read]),
+        started_at=max(starts) if starts else None,
     )
 
 
