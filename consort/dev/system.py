@@ -975,8 +975,9 @@ class LocalSystem:
 
     def instance_status(self) -> dict[str, Any]:
         """Per app, its instances as the launcher runs them (the control channel's
-        `GET /instances`, read by the gateway's console): name, state, restarts, uptime,
-        and where the app's and its sidecar's Prometheus metrics are served."""
+        `GET /instances`, read by the gateway's console): name, app and sidecar URLs,
+        state, restarts, uptime, and where the app's and its sidecar's Prometheus metrics
+        are served."""
         procs = {p["name"]: p for p in self.supervisor.status()}
         apps: dict[str, list[dict[str, Any]]] = {}
         for app_id, siblings in list(self.instances.items()):
@@ -986,6 +987,8 @@ class LocalSystem:
                 rows.append(
                     {
                         "name": instance.name,
+                        "app": instance.url,
+                        "sidecar": instance.sidecar_url,
                         "state": instance_state(pair),
                         "restarts": max((p["restarts"] for p in pair if p), default=0),
                         "uptime_s": pair[0]["uptime_s"] if pair[0] else None,
