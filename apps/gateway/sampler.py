@@ -32,6 +32,7 @@ from apps.gateway.samples import InstanceScrape, Sample, Totals
 from consort.kit.dapr import Sidecar, TargetUnavailable
 from consort.kit.metrics_text import (
     PROBE_ROUTES,
+    event_counts,
     latency_buckets,
     process_figures,
     pubsub_counts,
@@ -63,6 +64,7 @@ def app_scrape(
             cpu_s=process.get("process_cpu_seconds_total"),
             memory_bytes=process.get("process_resident_memory_bytes"),
             started_at=process.get("process_start_time_seconds"),
+            events=event_counts(text),
         )
     if sidecar_text is not None:
         process = process_figures(sidecar_text)

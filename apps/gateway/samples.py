@@ -37,6 +37,7 @@ class InstanceScrape:
             start (Unix seconds).
         sidecar_cpu_s, sidecar_memory_bytes, sidecar_started_at: the same of its daprd.
         pubsub: its daprd's pub/sub counters (`consort.kit.metrics_text.pubsub_counts`).
+        events: the app's own count of the events it answered (`event_counts`).
     """
 
     app_id: str
@@ -53,6 +54,7 @@ class InstanceScrape:
     sidecar_memory_bytes: float | None = None
     sidecar_started_at: float | None = None
     pubsub: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    events: dict[tuple[str, str, str], float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -179,8 +181,9 @@ def recent(samples: Sequence[Sample], app_id: str, seconds: float) -> Window | N
 
 
 class Totals:
-    """Pub/sub counters summed over every instance and its restarts, from the first
-    sample on (each process's first value counts what it counted since it started)."""
+    """Counters summed over every instance and its restarts, from the first sample on
+    (each process's first value counts what it counted since it started): its daprd's
+    pub/sub counters, and its app's own count of the events it answered."""
 
     def __init__(self) -> None:
         self._last: dict[tuple[str, tuple[str, str, str]], float] = {}
@@ -190,34 +193,50 @@ class Totals:
 
     def add(self, sample: Sample) -> None:
         for inst in sample.instances.values():
-            if inst.sidecar_started_at is None and not inst.pubsub:
-                continue  # not read this time: keep what it said before
-            before = self._started.get(inst.name)
-            if inst.name in self._started and _restarted(before, inst.sidecar_started_at):
-                for stale in [k for k in self._last if k[0] == inst.name]:
-                    del self._last[stale]
-            self._started[inst.name] = inst.sidecar_started_at
-            for key, value in inst.pubsub.items():
-                grown = increase(self._last.get((inst.name, key)), value) or 0.0
-                self._last[(inst.name, key)] = value
-                total = (inst.app_id, key)
-                self.by_app[total] = self.by_app.get(total, 0.0) + grown
+            self._add(inst.app_id, f"{inst.name} daprd", inst.sidecar_started_at, inst.pubsub)
+            self._add(inst.app_id, f"{inst.name} app", inst.started_at, inst.events)
+
+    def _add(
+        self,
+        app_id: str,
+        process: str,
+        started_at: float | None,
+        counts: dict[tuple[str, str, str], float],
+    ) -> None:
+        if started_at is None and not counts:
+            return  # not read this time: keep what it said before
+        if process in self._started and _restarted(self._started[process], started_at):
+            for stale in [k for k in self._last if k[0] == process]:
+                del self._last[stale]
+        self._started[process] = started_at
+        for key, value in counts.items():
+            grown = increase(self._last.get((process, key)), value) or 0.0
+            self._last[(process, key)] = value
+            total = (app_id, key)
+            self.by_app[total] = self.by_app.get(total, 0.0) + grown
 
     def count(
         self, kind: str, topic: str, statuses: Sequence[str], app_id: str | None = None
     ) -> float:
-        """The total of `kind` (`published`, `delivered`) on `topic` in `statuses`, of one
-        app or of all."""
+        """The total of `kind` (`published`, `delivered`, `handled`, …) on `topic` in
+        `statuses`, of one app or of all."""
         return sum(
             v
             for (app, (k, t, status)), v in self.by_app.items()
             if k == kind and t == topic and status in statuses and app_id in (None, app)
         )
 
+    def has(self, kind: str, topic: str, app_id: str) -> bool:
+        return any(app == app_id and k == kind and t == topic for (app, (k, t, _)) in self.by_app)
+
     def consumers(self, topic: str) -> list[str]:
-        """The apps whose sidecars delivered `topic` to them."""
+        """The apps that had `topic` delivered to them."""
         return sorted(
-            {app for (app, (k, t, _)), _v in self.by_app.items() if k == "delivered" and t == topic}
+            {
+                app
+                for (app, (k, t, _)) in self.by_app
+                if t == topic and k in ("delivered", "delivered_batches", "handled")
+            }
         )
 
 
@@ -226,8 +245,8 @@ class Consumption:
     """How far one consumer (an app id, all its instances) is behind on one topic."""
 
     app_id: str
-    delivered: float
-    retries: float
+    delivered: float | None
+    retries: float | None
     lag: float | None
 
 
@@ -241,23 +260,44 @@ class TopicFlow:
     dead_letters: float
 
 
+def _finished(totals: Totals, topic: str, app_id: str) -> tuple[float | None, float | None]:
+    """(finished, retried) events of `topic` by `app_id`: as the app counted them, else as
+    its daprd counted single deliveries; None when it had bulk deliveries only, which
+    daprd counts per call."""
+    for kind in ("handled", "delivered"):
+        if totals.has(kind, topic, app_id):
+            return (
+                totals.count(kind, topic, FINISHED, app_id),
+                totals.count(kind, topic, ("retry",), app_id),
+            )
+    if totals.has("delivered_batches", topic, app_id):
+        return None, None
+    return 0.0, 0.0
+
+
 def topic_flow(totals: Totals, topic: str, subscribers: Sequence[str]) -> TopicFlow:
     """What was published on `topic`, how far behind each subscriber is (published less
     what it finished, never below zero: a redelivery after a crash is finished twice),
     and how many events went to its dead-letter topic (delivered there to its listener).
-    A topic published in batches has no lag: daprd counts the batches, not their events."""
+    A topic published in batches has no lag: daprd counts the batches, not their events;
+    nor has a consumer whose events nobody counts one by one."""
     published = totals.count("published", topic, ("success",))
     batches = totals.count("batches", topic, ("success",))
     consumers = []
     for app_id in sorted({*subscribers, *totals.consumers(topic)}):
-        finished = totals.count("delivered", topic, FINISHED, app_id)
+        finished, retries = _finished(totals, topic, app_id)
+        known = finished is not None and not batches
         consumers.append(
             Consumption(
                 app_id=app_id,
                 delivered=finished,
-                retries=totals.count("delivered", topic, ("retry",), app_id),
-                lag=None if batches else max(0.0, published - finished),
+                retries=retries,
+                lag=max(0.0, published - finished) if known and finished is not None else None,
             )
         )
-    dead = totals.count("delivered", topic + DEAD_LETTER_SUFFIX, FINISHED)
+    dead_topic = topic + DEAD_LETTER_SUFFIX
+    dead = max(
+        totals.count("handled", dead_topic, FINISHED),
+        totals.count("delivered", dead_topic, FINISHED),
+    )
     return TopicFlow(published, batches, consumers, dead)

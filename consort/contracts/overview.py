@@ -94,8 +94,11 @@ class TopicConsumer(BaseModel):
     """One subscriber of a topic (all its instances): what it finished and its lag."""
 
     app_id: str
-    delivered: float = Field(description="Events it finished: handled, or dropped as poison.")
-    retries: float = Field(description="Deliveries it failed and that are tried again.")
+    delivered: float | None = Field(
+        description="Events it finished: handled, or dropped as poison (as the app counts "
+        "them, else as its sidecar does; None: delivered in bulk and counted by nobody)."
+    )
+    retries: float | None = Field(description="Deliveries it failed, to be tried again.")
     lag: float | None = Field(
         description="Published and not yet finished by it (never below 0); None when the "
         "topic is published in batches, whose events daprd does not count."

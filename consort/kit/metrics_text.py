@@ -112,18 +112,19 @@ def process_figures(metrics_text: str) -> dict[str, float]:
 #: its `topic` label (a bool where its tag helper expects a string ends the tags).
 _PUBLISHED = ("dapr_component_pubsub_egress_count",)
 _PUBLISHED_BATCHES = ("dapr_component_pubsub_egress_bulk_count",)
-_DELIVERED = (
-    "dapr_component_pubsub_ingress_count",
-    "dapr_component_pubsub_ingress_bulk_event_count",
-)
+_DELIVERED = ("dapr_component_pubsub_ingress_count",)
+#: Its "bulk event" count is a count of bulk deliveries (daprd 1.18 aggregates it with
+#: Count, not Sum): calls, as `batches` of events.
+_DELIVERED_BATCHES = ("dapr_component_pubsub_ingress_bulk_event_count",)
 
 
 def pubsub_counts(metrics_text: str) -> dict[tuple[str, str, str], float]:
     """What one sidecar's `/metrics` (daprd's own port) counts of pub/sub since it started:
     `("published", topic, "success"|"failure")` for what its app published one by one,
     `("batches", topic, "success"|"failure")` for its bulk publishes (calls, not events),
-    `("delivered", topic, process_status)` for what it handed its app (`success`, `retry`,
-    `drop`), single and bulk deliveries alike."""
+    `("delivered", topic, process_status)` for the events it handed its app one by one
+    (`success`, `retry`, `drop`), `("delivered_batches", topic, process_status)` for its
+    bulk deliveries (calls with an entry of that outcome)."""
     counts: dict[tuple[str, str, str], float] = {}
     for family in text_string_to_metric_families(metrics_text):
         name = family.name.removesuffix("_total")
@@ -133,6 +134,8 @@ def pubsub_counts(metrics_text: str) -> dict[tuple[str, str, str], float]:
             kind, status_label = "batches", "success"
         elif name in _DELIVERED:
             kind, status_label = "delivered", "process_status"
+        elif name in _DELIVERED_BATCHES:
+            kind, status_label = "delivered_batches", "process_status"
         else:
             continue
         for sample in family.samples:
@@ -143,4 +146,18 @@ def pubsub_counts(metrics_text: str) -> dict[tuple[str, str, str], float]:
                 status = "success" if status == "true" else "failure"
             key = (kind, sample.labels["topic"], status)
             counts[key] = counts.get(key, 0) + sample.value
+    return counts
+
+
+def event_counts(metrics_text: str) -> dict[tuple[str, str, str], float]:
+    """What an app counted of the events delivered to it (`consort_events_total`):
+    `("handled", topic, status)` with status `success`, `retry` or `drop`."""
+    counts: dict[tuple[str, str, str], float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "consort_events":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                key = ("handled", sample.labels["topic"], sample.labels["status"].lower())
+                counts[key] = counts.get(key, 0) + sample.value
     return counts

@@ -414,15 +414,22 @@ def test_each_topic_shows_its_lag_and_dead_letters(
     console.go("health")
     row = '#topics tr[data-topic="reviews.submitted"]'
     # Published by the gateway's sidecar, finished by each subscriber's: no lag left.
-    console.page.wait_for_function(
-        f"""() => {{
-            const r = document.querySelector('{row}');
-            if (!r || Number(r.dataset.published) < {before + 3}) return false;
-            const c = [...r.querySelectorAll('.consumer')];
-            return c.length >= 3 && c.every(x => x.dataset.lag === '0');
-        }}""",
-        timeout=90_000,
-    )
+    try:
+        console.page.wait_for_function(
+            f"""() => {{
+                const r = document.querySelector('{row}');
+                if (!r || Number(r.dataset.published) < {before + 3}) return false;
+                const c = [...r.querySelectorAll('.consumer')];
+                return c.length >= 3 && c.every(x => x.dataset.lag === '0');
+            }}""",
+            timeout=90_000,
+        )
+    except Error as exc:
+        topics = api.get("/v1/ops/overview").json()["topics"]
+        flow = [t for t in topics if t["name"] == "reviews.submitted"]
+        raise AssertionError(
+            f"{exc}\npublished before: {before}; now: {flow}\n{console.diagnosis('#topics')}"
+        ) from exc
     consumers = console.page.locator(f"{row} .consumer").evaluate_all(
         "ns => ns.map(n => n.dataset.app)"
     )

@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 
+from apps.gateway.calls import kit as gateway_kit
 from apps.gateway.main import app as gateway_app
 from apps.gateway.overview import call_edges, service_load, traced_calls, zipkin_base
 from apps.gateway.routes.console import STATIC
@@ -28,7 +29,8 @@ from apps.gateway.samples import (
 from consort.contracts.overview import CallEdge
 from consort.dev.system import instance_state
 from consort.kit.errors import PROBLEM_JSON
-from consort.kit.metrics_text import bucket_quantiles, pubsub_counts
+from consort.kit.events import Delivery, count_deliveries, deliveries, delivery_response
+from consort.kit.metrics_text import bucket_quantiles, event_counts, pubsub_counts
 from consort.kit.telemetry import Metrics
 
 pytestmark = pytest.mark.unit
@@ -247,6 +249,43 @@ def test_topic_flow_is_published_less_finished_with_dead_letters_over_restarts()
     assert texts.batches == 3 and [c.lag for c in texts.consumers] == [None]
 
 
+def test_a_bulk_consumer_is_counted_by_its_app_or_not_at_all() -> None:
+    totals = Totals()
+    published = {("published", "reviews.submitted", "success"): 5.0}
+    batches = {("delivered_batches", "reviews.submitted", "success"): 2.0}
+    handled = {
+        ("handled", "reviews.submitted", "success"): 4.0,
+        ("handled", "reviews.submitted", "drop"): 1.0,
+    }
+    totals.add(
+        Sample(
+            0.0,
+            {
+                "gateway": scrape("gateway", "gateway", sidecar_started_at=1.0, pubsub=published),
+                "nlp": scrape(
+                    "nlp",
+                    "nlp",
+                    started_at=1.0,
+                    sidecar_started_at=1.0,
+                    pubsub=batches,
+                    events=handled,
+                ),
+                "search": scrape("search", "search", sidecar_started_at=1.0, pubsub=batches),
+            },
+        )
+    )
+    flow = {
+        c.app_id: c for c in topic_flow(totals, "reviews.submitted", ["nlp", "search"]).consumers
+    }
+    assert (flow["nlp"].delivered, flow["nlp"].lag) == (5, 0)  # its own count, per event
+    assert (flow["search"].delivered, flow["search"].lag) == (None, None)  # batches only
+    # The app restarts: its own counter starts again, the total goes on.
+    handled = {("handled", "reviews.submitted", "success"): 1.0}
+    totals.add(Sample(5.0, {"nlp": scrape("nlp", "nlp", started_at=4.0, events=handled)}))
+    nlp = topic_flow(totals, "reviews.submitted", ["nlp"]).consumers[0]
+    assert nlp.delivered == 6 and nlp.lag == 0
+
+
 def test_pubsub_counts_read_daprds_counters() -> None:
     topic = 'component="pubsub",topic="reviews.submitted"'
     text = "\n".join(
@@ -267,7 +306,21 @@ def test_pubsub_counts_read_daprds_counters() -> None:
         ("published", "reviews.submitted", "success"): 3,
         ("published", "reviews.submitted", "failure"): 1,
         ("batches", "reviews.submitted", "success"): 2,
-        ("delivered", "reviews.submitted", "success"): 7,
+        ("delivered", "reviews.submitted", "success"): 2,
+        # daprd counts bulk deliveries, not their events: batches
+        ("delivered_batches", "reviews.submitted", "success"): 5,
+    }
+    app = "\n".join(
+        [
+            "# TYPE consort_events_total counter",
+            'consort_events_total{topic="reviews.submitted",status="SUCCESS"} 4',
+            'consort_events_total{topic="reviews.submitted",status="DROP"} 1',
+            "",
+        ]
+    )
+    assert event_counts(app) == {
+        ("handled", "reviews.submitted", "success"): 4,
+        ("handled", "reviews.submitted", "drop"): 1,
     }
 
 
@@ -277,3 +330,19 @@ def test_an_instance_is_as_well_as_the_worse_of_its_app_and_sidecar() -> None:
     assert instance_state([ready, {"state": "restarting", "pid": None}]) == "restarting"
     assert instance_state([{"state": "ready", "pid": None}, ready]) == "exited"
     assert instance_state([None, ready]) == "stopped"
+
+
+def test_the_kit_counts_each_answered_event_by_topic_and_outcome() -> None:
+    metrics = Metrics("nlp")
+    count_deliveries(metrics.events)
+    try:
+        body = {"topic": "reviews.submitted", "entries": [{"entryId": "a"}, {"entryId": "b"}]}
+        [(a, _), (b, _)] = deliveries(body)
+        delivery_response({a: Delivery.SUCCESS, b: Delivery.DROP})
+        text = generate_latest(metrics.registry).decode()
+        assert event_counts(text) == {
+            ("handled", "reviews.submitted", "success"): 1,
+            ("handled", "reviews.submitted", "drop"): 1,
+        }
+    finally:
+        count_deliveries(gateway_kit.metrics.events)  # the imported gateway's, as before

@@ -84,7 +84,7 @@ export function drawLoad(table, charts, topicsBox, overview, history) {
         h("td", { text: t.name }), h("td", { text: t.publishers.join(", ") || "external producers" }),
         h("td", { class: "num published", text: published }),
         h("td", {}, t.consumers.length ? t.consumers.map((c) => h("span", { class: "consumer", "data-app": c.app_id, "data-delivered": c.delivered, "data-lag": c.lag,
-          text: `${c.app_id} ${c.delivered}${c.lag === null ? "" : ` (lag ${c.lag})`}${c.retries ? `, ${c.retries} retried` : ""}` })) : [t.subscribers.join(", ") || "–"]),
+          text: `${c.app_id} ${c.delivered === null ? "in batches" : c.delivered}${c.lag === null ? "" : ` (lag ${c.lag})`}${c.retries ? `, ${c.retries} retried` : ""}` })) : [t.subscribers.join(", ") || "–"]),
         h("td", { class: `num${lag ? " status-open" : ""}`, text: lag === null ? "–" : String(lag) }),
         h("td", { class: `num${t.dead_letters ? " status-open" : ""}`, text: String(t.dead_letters) }),
       ]);
