@@ -107,12 +107,22 @@ class Window:
     sidecar_memory_bytes: float | None
 
 
+def _grown(
+    was: float | None, now: float | None, restarted: bool, started_at: float | None, since: float
+) -> float | None:
+    """A counter's increase; without a value before (a new instance, or one not read
+    then), what it counted since its start if that was inside the window, else unknown."""
+    if was is None:
+        return now if started_at is not None and started_at >= since else None
+    return increase(was, now, restarted)
+
+
 def window(older: Sample, newer: Sample, app_id: str) -> Window | None:
     """`app_id`'s figures from `older` to `newer`; None when either has none of it.
 
-    An instance that is in `newer` only counts from its start when it started inside the
-    window (a new or restarted one), and not at all when it started before (nothing to
-    take its difference from).
+    An instance (or a figure of it) that `older` did not read counts from its start when
+    it started inside the window (a new or restarted one), and not at all when it started
+    before (nothing to take its difference from).
     """
     dt = newer.t - older.t
     current = newer.of(app_id)
@@ -124,22 +134,23 @@ def window(older: Sample, newer: Sample, app_id: str) -> Window | None:
     sidecar_cpu: list[float | None] = []
     buckets: dict[float, float] = {}
     for now in current:
-        was = older.instances.get(now.name)
-        if was is None:
-            if now.started_at is not None and now.started_at < older.t:
-                continue
-            was = InstanceScrape(app_id, now.name)
+        was = older.instances.get(now.name) or InstanceScrape(app_id, now.name)
         restarted = _restarted(was.started_at, now.started_at)
-        requests.append(increase(was.requests, now.requests, restarted))
-        errors.append(increase(was.errors, now.errors, restarted))
-        cpu.append(increase(was.cpu_s, now.cpu_s, restarted))
+        since = older.t
+        requests.append(_grown(was.requests, now.requests, restarted, now.started_at, since))
+        errors.append(_grown(was.errors, now.errors, restarted, now.started_at, since))
+        cpu.append(_grown(was.cpu_s, now.cpu_s, restarted, now.started_at, since))
         sidecar_cpu.append(
-            increase(
+            _grown(
                 was.sidecar_cpu_s,
                 now.sidecar_cpu_s,
                 _restarted(was.sidecar_started_at, now.sidecar_started_at),
+                now.sidecar_started_at,
+                since,
             )
         )
+        if not was.buckets and not (now.started_at is not None and now.started_at >= since):
+            continue  # no histogram to take the difference from
         reset = restarted or now.buckets.get(math.inf, 0) < was.buckets.get(math.inf, 0)
         for bound, count in now.buckets.items():
             grown = increase(was.buckets.get(bound), count, reset) or 0.0

@@ -165,6 +165,10 @@ def test_the_topology_shows_every_service_up(console: Console) -> None:
     assert console.page.locator("#graph .edge.publish").count() >= 5
     assert console.page.locator("#graph .edge.subscribe").count() >= 5
     assert console.page.locator('#graph .edge.invoke[data-caller="gateway"]').count() >= 6
+    # The components the sidecars loaded, and which sidecar loads which.
+    console.wait('#graph .component[data-component="statestore"]', "the state store drawn")
+    assert console.page.locator('#graph .component[data-component="pubsub"]').count() == 1
+    assert console.page.locator('#graph .edge.uses[data-app="sentiment"]').count() >= 2
     # The sidecars' metadata: each app's components.
     statestore = console.page.locator('#components tr[data-app="sentiment"]').inner_text()
     assert "statestore" in statestore and "pubsub" in statestore, console.diagnosis("#components")

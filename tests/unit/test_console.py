@@ -185,6 +185,10 @@ def test_instances_add_up_and_one_without_a_baseline_is_left_out() -> None:
     )
     w = window(older, newer, "nlp")
     assert w is not None and w.requests_per_s == pytest.approx(3.0)
+    # An instance not read in the sample before (a timeout) gives no jump of its lifetime.
+    unread = Sample(5.0, {"nlp": scrape("nlp", "nlp", started_at=1.0)})
+    gap = window(unread, newer, "nlp")
+    assert gap is not None and gap.requests_per_s == pytest.approx(2.0)  # nlp-1's 10 in 5 s
     assert window(older, newer, "vision") is None
     points = series([older, newer, newer], "nlp")
     assert [t for t, _ in points] == [10.0]  # the same sample twice is no window

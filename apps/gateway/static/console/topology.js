@@ -2,7 +2,7 @@
 // is delivered from what, drawn from the overview the gateway builds.
 import { el, h, text } from "./svg.js";
 
-const NODE_W = 176, NODE_H = 54, TOPIC_W = 190, TOPIC_H = 26;
+const NODE_W = 176, NODE_H = 54, TOPIC_W = 190, TOPIC_H = 26, COMP_W = 160, COMP_H = 26;
 
 // Instances and restarts as the launcher tells them; without one (a cluster), one node
 // per app and the restarts the console saw (the process start time changed).
@@ -43,6 +43,26 @@ export function drawTopology(container, overview, history) {
   const cols = { gateway: 20, services: 330, topics: W - TOPIC_W - 20 };
   const pos = new Map();
   if (gateway) pos.set(gateway.app_id, { x: cols.gateway, y: height / 2 - NODE_H / 2 });
+  // The components the sidecars loaded (their metadata), in the gateway's column: above
+  // it, then below it.
+  const components = new Map();
+  for (const s of services) {
+    const sc = s.catalog.info && s.catalog.info.sidecar;
+    for (const c of (sc && sc.components) || []) {
+      const found = components.get(c.name) || { name: c.name, type: c.type, users: [] };
+      found.users.push(s.app_id);
+      components.set(c.name, found);
+    }
+  }
+  const compList = [...components.values()].sort((a, b) => a.name.localeCompare(b.name));
+  const compPos = new Map();
+  const half = Math.ceil(compList.length / 2);
+  compList.forEach((c, i) => {
+    const above = i < half;
+    const k = above ? half - 1 - i : i - half;
+    const y = above ? height / 2 - NODE_H / 2 - 44 - k * (COMP_H + 10) : height / 2 + NODE_H / 2 + 18 + k * (COMP_H + 10);
+    compPos.set(c.name, { x: cols.gateway + 8, y });
+  });
   const offset = (height - others.length * rowH) / 2;
   others.forEach((s, i) => pos.set(s.app_id, { x: cols.services, y: offset + i * rowH + 9 }));
   const topicOffset = (height - topics.length * topicRowH) / 2;
@@ -87,7 +107,25 @@ export function drawTopology(container, overview, history) {
       edges.append(path);
     }
   }
+  for (const c of compList) {
+    const q = compPos.get(c.name);
+    for (const user of c.users) {
+      const a = pos.get(user);
+      if (!a || user === (gateway && gateway.app_id)) continue;
+      const path = el("path", { class: "edge uses", d: curve(a.x, a.y + NODE_H / 2, q.x + COMP_W, q.y + COMP_H / 2), "data-app": user, "data-component": c.name });
+      path.append(el("title", {}, [`${user}'s sidecar loads ${c.name} (${c.type})`]));
+      edges.append(path);
+    }
+  }
   svg.append(edges);
+  for (const c of compList) {
+    const q = compPos.get(c.name);
+    const g = el("g", { class: "component", "data-component": c.name, "data-type": c.type, transform: `translate(${q.x},${q.y})`, tabindex: 0, role: "img",
+      "aria-label": `component ${c.name} (${c.type}), loaded by the sidecars of ${c.users.join(", ")}` });
+    g.append(el("rect", { width: COMP_W, height: COMP_H, rx: 3 }));
+    g.append(text(8, 17, `${c.name} · ${c.type.split(".")[0]}`));
+    svg.append(g);
+  }
   for (const node of services) {
     const p = pos.get(node.app_id);
     const inst = instancesOf(node, history);
