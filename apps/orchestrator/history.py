@@ -52,9 +52,18 @@ def steps_of(events: Iterable[Any]) -> list[WorkflowStep]:
             end(event.taskFailed.taskScheduledId, event, Status.FAILED)
         elif which == "timerCreated":
             timer = event.timerCreated
+            origin = timer.WhichOneof("origin")
+            if timer.name:
+                name = timer.name
+            elif origin == "externalEvent":
+                name = f"{timer.externalEvent.name} deadline"
+            elif origin in ("activityRetry", "childWorkflowRetry"):
+                name = "retry"
+            else:
+                name = "timer"
             begin(
                 event,
-                timer.name or "timer",
+                name,
                 Kind.TIMER,
                 Status.WAITING,
                 until=_at(timer.fireAt),

@@ -50,3 +50,14 @@ def test_steps_follow_activities_timers_and_events_to_their_ends() -> None:
     assert steps[4].ended_at is None  # still running
     fired = steps_of([*history, event(-1, 7, timerFired=pb.TimerFiredEvent(timerId=2))])
     assert fired[2].status == "fired"
+
+
+def test_a_timer_without_a_name_is_named_for_its_origin() -> None:
+    fire_at = Timestamp()
+    fire_at.FromDatetime(T0 + timedelta(days=3))
+    waiting = pb.TimerCreatedEvent(
+        fireAt=fire_at, externalEvent=pb.TimerOriginExternalEvent(name="decision")
+    )
+    plain = pb.TimerCreatedEvent(fireAt=fire_at)
+    steps = steps_of([event(0, 0, timerCreated=waiting), event(1, 1, timerCreated=plain)])
+    assert [s.name for s in steps] == ["decision deadline", "timer"]

@@ -60,8 +60,8 @@ async function showCase(caseId, refresh) {
 }
 
 function stepLabel(step) {
-  const kind = step.kind === "activity" ? "" : `${step.kind} `;
-  const until = step.until && step.status === "waiting" ? ` until ${new Date(step.until).toLocaleTimeString()}` : "";
+  const kind = step.kind === "activity" || step.name.startsWith(step.kind) ? "" : `${step.kind} `;
+  const until = step.until && step.status === "waiting" ? ` until ${new Date(step.until).toLocaleString()}` : "";
   return `${kind}${step.name}: ${step.status}${until}`;
 }
 

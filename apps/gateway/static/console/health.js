@@ -33,8 +33,11 @@ const MIB = 2 ** 20;
 
 export function drawLoad(table, charts, topicsBox, overview, history) {
   const now = Date.parse(overview.at) / 1000;
-  const windowS = (overview.sampling && overview.sampling.window_s) || WINDOW_S;
-  const columns = ["service", "health", "instances", "req/s", "errors", "p50 ms", "p99 ms", "CPU %", "memory MiB", "daprd CPU %", "daprd MiB", "requests (10 min)", "p99 (10 min)"];
+  // The charts span what was sampled (up to the window), at least a minute.
+  const sampling = overview.sampling || {};
+  const sampled = sampling.since ? now - sampling.since : 0;
+  const windowS = Math.min(sampling.window_s || WINDOW_S, Math.max(60, sampled));
+  const columns = ["service", "health", "instances", "req/s", "errors", "p50 ms", "p99 ms", "CPU %", "memory MiB", "daprd CPU %", "daprd MiB", "requests/s (trend)", "p99 (trend)"];
   const rows = overview.services.map((node) => {
     const r = node.recent || {};
     const inst = instancesOf(node, history);
@@ -54,9 +57,9 @@ export function drawLoad(table, charts, topicsBox, overview, history) {
       h("td", {}, [sparkline(`${node.app_id} p99 ms`, points(node, "p99_ms"), windowS, now, "ms")]),
     ]);
   });
-  const since = overview.sampling && overview.sampling.since ? new Date(overview.sampling.since * 1000).toLocaleTimeString() : "–";
+  const since = sampling.since ? new Date(sampling.since * 1000).toLocaleTimeString() : "–";
   table.replaceChildren(
-    h("p", { class: "note", text: `figures over the last minute; sampled every ${overview.sampling ? overview.sampling.interval_s : "?"} s since ${since}` }),
+    h("p", { class: "note", text: `figures over the last minute; sampled every ${sampling.interval_s || "?"} s since ${since}, kept ${Math.round((sampling.window_s || WINDOW_S) / 60)} min` }),
     h("table", {}, [
       h("thead", {}, [h("tr", {}, columns.map((c, i) => h("th", { class: i > 2 && i < 11 ? "num" : null, text: c })))]),
       h("tbody", {}, rows),

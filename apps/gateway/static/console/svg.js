@@ -75,7 +75,8 @@ export function timeChart(title, unit, series, windowS, now = Date.now() / 1000)
   svg.append(el("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }));
   svg.append(el("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }));
   svg.append(text(2, T + 8, fmt(hi, 2)), text(2, H - B, "0"));
-  svg.append(text(L, H - 4, `-${Math.round(windowS / 60)} min`), text(W - R - 18, H - 4, "now"));
+  const span = windowS >= 120 ? `-${Math.round(windowS / 60)} min` : `-${Math.round(windowS)} s`;
+  svg.append(text(L, H - 4, span), text(W - R - 18, H - 4, "now"));
   series.forEach((s, i) => {
     const path = linePath(s.points.map(([t, v]) => [x(t), y(v)]));
     if (path) svg.append(el("path", { class: "series", d: path, stroke: PALETTE[i % PALETTE.length], "data-series": s.name }));
@@ -98,7 +99,7 @@ export function sparkline(name, points, windowS, now, unit = "") {
   const y = scale([0, hi || 1], [H - 2, 2]);
   const last = points.length ? points[points.length - 1][1] : null;
   const svg = el("svg", { class: "spark", viewBox: `0 0 ${W} ${H}`, role: "img", "data-series": name, "data-points": points.length,
-    "aria-label": `${name} over the last ${Math.round(windowS / 60)} minutes${last === null ? "" : `, now ${fmt(last, 2)} ${unit}`}` });
+    "aria-label": `${name} over the last ${Math.round(windowS)} s${last === null ? "" : `, now ${fmt(last, 2)} ${unit}`}` });
   const d = linePath(points.map(([t, v]) => [x(t), y(v)]));
   if (d) svg.append(el("path", { class: "spark-line", d }));
   return svg;
