@@ -21,7 +21,8 @@ TRACE_ID_PATTERN = r"^([0-9a-f]{16}|[0-9a-f]{32})$"
 
 
 class ServiceLoad(BaseModel):
-    """What one app's `/metrics` said when the overview was built (None: not read)."""
+    """What an app's instances' `/metrics` said at the last sample, summed (None: not
+    read)."""
 
     requests: float = Field(description="Requests served since start (probes excluded).")
     errors: float = Field(description="5xx answers since start.")
@@ -79,7 +80,7 @@ class ServiceNode(BaseModel):
     health: Literal["up", "down"]
     catalog: CatalogEntry
     load: ServiceLoad | None = Field(
-        default=None, description="Totals since start of the instance Dapr reached."
+        default=None, description="Totals since start, of its instances together."
     )
     instances: list[InstanceState] | None = Field(
         default=None, description="Its instances (None: no launcher says, e.g. on Kubernetes)."

@@ -14,8 +14,9 @@ from prometheus_client import generate_latest
 
 from apps.gateway.calls import kit as gateway_kit
 from apps.gateway.main import app as gateway_app
-from apps.gateway.overview import call_edges, service_load, traced_calls, zipkin_base
+from apps.gateway.overview import call_edges, service_totals, traced_calls, zipkin_base
 from apps.gateway.routes.console import STATIC
+from apps.gateway.sampler import app_scrape
 from apps.gateway.samples import (
     InstanceScrape,
     Sample,
@@ -79,7 +80,9 @@ def test_the_overview_reads_requests_latency_and_the_process_from_metrics() -> N
     metrics.requests.labels("/info", "GET", "200").inc(20)  # nor the console's own polls
     for seconds in (0.01,) * 9 + (0.4,):
         metrics.latency.labels("/v1/sentiment", "POST").observe(seconds)
-    load = service_load(generate_latest(metrics.registry).decode())
+    text = generate_latest(metrics.registry).decode()
+    load = service_totals([app_scrape("sentiment", "sentiment", text, None)])
+    assert load is not None
     assert (load.requests, load.errors) == (10, 2)
     assert load.p50_ms is not None and load.p50_ms <= 25
     assert load.p99_ms is not None and load.p99_ms > 100
