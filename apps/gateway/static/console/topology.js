@@ -2,7 +2,7 @@
 // is delivered from what, drawn from the overview the gateway builds.
 import { el, h, text } from "./svg.js";
 
-const NODE_W = 176, NODE_H = 54, TOPIC_W = 190, TOPIC_H = 26, COMP_W = 160, COMP_H = 26;
+const NODE_W = 176, NODE_H = 54, TOPIC_W = 190, TOPIC_H = 26, COMP_W = 184, COMP_H = 26;
 
 // Instances and restarts as the launcher tells them; without one (a cluster), one node
 // per app and the restarts the console saw (the process start time changed).
