@@ -1,5 +1,6 @@
 """The system overview the web console draws, from what the running system says: each
-app's Prometheus text, the topic contracts, and the call graph Zipkin derives from traces.
+instance's figures (read by `apps.gateway.sampler`), and the call graph Zipkin derives from
+traces.
 
 Plain code (no web framework): the route (`apps.gateway.routes.console`) gathers the
 inputs through the sidecar and builds the overview with these.
@@ -12,26 +13,38 @@ from typing import Any
 
 import httpx
 
+from apps.gateway.samples import InstanceScrape
 from consort.contracts.overview import CallEdge, ServiceLoad
-from consort.kit.metrics_text import latency_quantiles, process_figures, request_counts
+from consort.kit.metrics_text import bucket_quantiles
 
 #: How far back the call graph looks in Zipkin's traces.
 CALLS_LOOKBACK_S = 15 * 60
 
 
-def service_load(metrics_text: str) -> ServiceLoad:
-    """The load figures of one app from its Prometheus text (totals since its start)."""
-    process = process_figures(metrics_text)
-    requests, errors = request_counts(metrics_text)
-    p50, p99 = latency_quantiles(metrics_text)
+def service_totals(instances: list[InstanceScrape]) -> ServiceLoad | None:
+    """The totals since start of an app's instances, together (None: none was read)."""
+    read = [i for i in instances if i.requests is not None]
+    if not read:
+        return None
+    buckets: dict[float, float] = {}
+    for i in read:
+        for bound, count in i.buckets.items():
+            buckets[bound] = buckets.get(bound, 0.0) + count
+    p50, p99 = bucket_quantiles(buckets)
+
+    def total(values: list[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return sum(known) if known else None
+
+    starts = [i.started_at for i in read if i.started_at is not None]
     return ServiceLoad(
-        requests=requests,
-        errors=errors,
+        requests=sum(i.requests or 0 for i in read),
+        errors=sum(i.errors or 0 for i in read),
         p50_ms=p50,
         p99_ms=p99,
-        cpu_seconds=process.get("process_cpu_seconds_total"),
-        memory_bytes=process.get("process_resident_memory_bytes"),
-        started_at=process.get("process_start_time_seconds"),
+        cpu_seconds=total([i.cpu_s for i in read]),
+        memory_bytes=total([i.memory_bytes for i in read]),
+        started_at=max(starts) if starts else None,
     )
 
 

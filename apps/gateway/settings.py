@@ -85,6 +85,24 @@ class GatewaySettings(ServiceSettings):
     )
     catalog_timeout_s: float = Field(default=2.0, description="How long the catalog waits per app.")
     dead_letters_kept: int = Field(default=100, description="Dead letters kept per topic.")
+    overview_sample_s: float = Field(
+        default=5.0, gt=0, description="Seconds between the console's load samples."
+    )
+    overview_window_s: float = Field(
+        default=600.0, gt=0, description="How long the console's load samples are kept."
+    )
+    overview_idle_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Sampling stops when the overview was not asked for this long.",
+    )
+    launcher_run_dir: str | None = Field(
+        default_factory=lambda: os.environ.get("CONSORT_RUN_DIR"),
+        description=(
+            "The launcher's run folder, whose `control.json` names where it tells the "
+            "instances it runs (default `$CONSORT_RUN_DIR`); unset: instances unknown."
+        ),
+    )
     keys_file: Path | None = Field(
         default_factory=_run_folder_keys,
         description=(

@@ -17,6 +17,10 @@ from typing import Any
 
 from dapr.ext.workflow import WorkflowRuntime
 from dapr.ext.workflow import WorkflowState as EngineState
+from dapr.ext.workflow._durabletask.internal import orchestrator_service_pb2 as engine_pb
+from dapr.ext.workflow._durabletask.internal.orchestrator_service_pb2_grpc import (
+    TaskHubSidecarServiceStub,
+)
 from dapr.ext.workflow.aio import DaprWorkflowClient
 from dapr.ext.workflow.logger import LoggerOptions
 from fastapi import Request
@@ -169,6 +173,36 @@ class Engine:
                 slug="not-found",
             )
         return state
+
+    def _task_hub(self) -> TaskHubSidecarServiceStub:
+        # dapr-ext-workflow 1.18.3 generates the engine's ListInstanceIDs and
+        # GetInstanceHistory calls but wraps neither in its client: they go through the
+        # client's own channel (its API token and timeouts), as its other calls do.
+        inner = getattr(self.workflows(), "_DaprWorkflowClient__obj")  # noqa: B009
+        stub: TaskHubSidecarServiceStub = inner._get_stub()
+        return stub
+
+    async def instance_ids(self, page_size: int = 1000) -> list[str]:
+        """The ids of every workflow instance the engine holds (any status, unpurged);
+        the engine lists the keys of its actor state store (a store that can list keys:
+        Redis, PostgreSQL, SQLite, ...)."""
+        ids: list[str] = []
+        token: str | None = None
+        while True:
+            request = engine_pb.ListInstanceIDsRequest(pageSize=page_size)
+            if token:
+                request.continuationToken = token
+            reply = await self._task_hub().ListInstanceIDs(request)
+            ids.extend(reply.instanceIds)
+            token = reply.continuationToken if reply.HasField("continuationToken") else None
+            if not token or not reply.instanceIds:
+                return ids
+
+    async def history(self, instance_id: str) -> list[Any]:
+        """The history events of one workflow instance, oldest first."""
+        request = engine_pb.GetInstanceHistoryRequest(instanceId=instance_id)
+        reply = await self._task_hub().GetInstanceHistory(request)
+        return list(reply.events)
 
     async def start_once(self, workflow: str, instance_id: str, payload: Any) -> WorkflowStarted:
         """Start `workflow` as `instance_id` unless it exists (`created` says which)."""

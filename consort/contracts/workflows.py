@@ -199,6 +199,63 @@ class WorkflowInfo(BaseModel):
     failure: WorkflowFailure | None = None
 
 
+class WorkflowStepKind(StrEnum):
+    ACTIVITY = "activity"
+    TIMER = "timer"
+    EVENT = "event"
+    CHILD = "child"
+
+
+class WorkflowStepStatus(StrEnum):
+    SCHEDULED = "scheduled"  # an activity or child workflow not finished yet
+    COMPLETED = "completed"
+    FAILED = "failed"
+    WAITING = "waiting"  # a timer not fired yet
+    FIRED = "fired"
+    RECEIVED = "received"  # an event raised to it
+
+
+class WorkflowStep(BaseModel):
+    """One step of a workflow's history, as its engine recorded it."""
+
+    name: str = Field(description="The activity, event or child workflow; a timer's purpose.")
+    kind: WorkflowStepKind
+    status: WorkflowStepStatus
+    started_at: datetime
+    ended_at: datetime | None = Field(default=None, description="None while it runs.")
+    until: datetime | None = Field(default=None, description="When a timer fires.")
+
+
+class WorkflowRun(BaseModel):
+    """A workflow instance with the steps of its history."""
+
+    id: str
+    workflow: str
+    status: WorkflowStatus
+    step: str | None = Field(default=None, description="Its custom status: analyzing, ...")
+    created_at: datetime
+    updated_at: datetime
+    steps: list[WorkflowStep]
+
+
+class WorkflowList(BaseModel):
+    """Workflow instances the engine holds, most recently created first."""
+
+    workflows: list[WorkflowRun]
+    held: int = Field(description="Instances the engine holds in all (any status, unpurged).")
+
+
+#: The statuses `GET /v1/workflows?status=running` lists: those not finished.
+UNFINISHED_STATUSES = frozenset(
+    {
+        WorkflowStatus.RUNNING,
+        WorkflowStatus.PENDING,
+        WorkflowStatus.SUSPENDED,
+        WorkflowStatus.STALLED,
+    }
+)
+
+
 class TerminateIn(BaseModel):
     """Why a workflow is terminated (kept as its output)."""
 

@@ -30,7 +30,6 @@ from rich.console import Console
 from rich.table import Table
 
 from consort.dev import keys_cli, workflows_cli
-from consort.dev.control import ControlServer
 from consort.dev.instances import parse_scale
 from consort.dev.processes import (
     StartupError,
@@ -231,10 +230,9 @@ def _supervise(
     change of state."""
     write_launcher_pid(run_dir)
     system.supervisor.supervise()
-    control = ControlServer(run_dir, lambda: {"processes": system.supervisor.status()})
+    control = system.control  # serving since start-up: `consort status` answers meanwhile
     scaling = Scaling(system, app_ids)
     scaling.install(control)
-    control.start()
     seen: dict[str, str] = {p["name"]: p["state"] for p in system.supervisor.status()}
     try:
         while not stopping():

@@ -52,7 +52,10 @@ class ControlServer:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> str:
-        """Serve in a thread; write `control.json`; return the URL."""
+        """Serve in a thread; write `control.json`; return the URL (once: a second call
+        answers the same URL)."""
+        if self._server is not None:
+            return self.url
         routes = self.routes
 
         class Request(BaseHTTPRequestHandler):

@@ -1,8 +1,9 @@
 """`consort scale` and `consort rollout` on the running launcher's control channel.
 
-`install` adds `POST /scale`, `POST /rollout` and `GET /instances` to the launcher's
-`ControlServer`; `request` is their client for the CLI. Each change runs to completion (a
-scale waits for new instances to be ready and old ones to drain) on one long-lived thread:
+`install` adds `POST /scale` and `POST /rollout` to the launcher's `ControlServer` (the
+system serves `GET /instances` itself); `request` is their client for the CLI. Each
+change runs to completion (a scale waits for new instances to be ready and old ones to
+drain) on one long-lived thread:
 children are asked to die with the thread that started them (PR_SET_PDEATHSIG), and a
 request's thread ends with the request. One change runs at a time.
 """
@@ -37,7 +38,6 @@ class Scaling:
         """Add the routes to the launcher's control channel."""
         control.route("POST", "/scale", lambda body: self._run(self.scale, body))
         control.route("POST", "/rollout", lambda body: self._run(self.rollout, body))
-        control.route("GET", "/instances", lambda body: (200, {"instances": self.instances()}))
 
     def close(self) -> None:
         self._worker.shutdown(wait=True)

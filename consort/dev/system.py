@@ -23,9 +23,11 @@ import httpx
 import yaml
 
 from consort.dev import profiles, servers
+from consort.dev.control import ControlServer
 from consort.dev.instances import Instance, NameRegistry, ScaleFile
 from consort.dev.processes import (
     READY,
+    STARTING,
     Proc,
     StartupError,
     Supervisor,
@@ -224,6 +226,11 @@ class LocalSystem:
         self._watcher: threading.Thread | None = None
         self._api_key: str | None = None
         self.supervisor.on_restart = self._restarting
+        #: The control channel (`<run_dir>/control.json`): `consort status` reads its
+        #: processes, the gateway's console its instances; `consort run` adds scale and
+        #: rollout routes.
+        self.control = ControlServer(self.run_dir, lambda: {"processes": self.supervisor.status()})
+        self.control.route("GET", "/instances", lambda _: (200, self.instance_status()))
         if tracing and (self.runtime.zipkin_jar is None or self.runtime.java is None):
             raise RuntimeMissing(
                 "tracing needs Zipkin's server and Java: run `make setup` "
@@ -632,7 +639,7 @@ class LocalSystem:
             index = next(i for i in range(1, len(taken) + 2) if i not in taken)
         return Instance.of(self.run_file.app(app_id), index, self.app_env.get(app_id))
 
-    def add_instance(self, instance: Instance, deadline_s: float = 120) -> None:
+    def add_instance(self, instance: Instance, deadline_s: float = 120, restarts: int = 0) -> None:
         """Start an instance beside running siblings and let callers reach it only once it
         is ready: its sidecar registers in name resolution before it listens and before its
         app has loaded its model, so its row is held back until then."""
@@ -642,7 +649,7 @@ class LocalSystem:
         )
         holder.start()
         try:
-            self.start_instance(instance)
+            self.start_instance(instance, restarts)
             self.wait_instance(instance, deadline_s)
         except BaseException:
             self._discard(instance)  # a failed start leaves nothing running or resolving
@@ -663,8 +670,9 @@ class LocalSystem:
             self.instances[instance.app_id].remove(instance)
         self.registry.remove(instance.address)
 
-    def start_instance(self, instance: Instance) -> tuple[Proc, Proc]:
-        """Start one instance of an app and its sidecar (without waiting)."""
+    def start_instance(self, instance: Instance, restarts: int = 0) -> tuple[Proc, Proc]:
+        """Start one instance of an app and its sidecar (without waiting); `restarts`:
+        how many times it was started before."""
         spec = instance.spec
         env = {**self._env(spec), **instance.env, "CONSORT_INSTANCE": instance.name}
         siblings = self.instances.setdefault(instance.app_id, [])
@@ -679,11 +687,12 @@ class LocalSystem:
                 spec.app_dir,
                 group=instance.name,
                 ready=http_ok(f"{instance.url}/readyz", expect=(200,)),
+                restarts=restarts,
             )
         )
-        return app, self._start_sidecar(instance)
+        return app, self._start_sidecar(instance, restarts)
 
-    def _start_sidecar(self, instance: Instance) -> Proc:
+    def _start_sidecar(self, instance: Instance, restarts: int = 0) -> Proc:
         self._watch()
         return self.supervisor.start(
             Proc(
@@ -694,6 +703,7 @@ class LocalSystem:
                 self.run_dir,
                 group=instance.name,
                 ready=http_ok(f"{instance.sidecar_url}/v1.0/healthz"),
+                restarts=restarts,
             )
         )
 
@@ -731,6 +741,9 @@ class LocalSystem:
             return response.status_code == 200
 
         wait_until(f"{name} readiness", ready, deadline_s, [app, sidecar])
+        for proc in (app, sidecar):
+            if proc.state == STARTING and proc.alive():
+                proc.state = READY  # as the supervisor's watcher would, when it runs
 
     def wait_app(self, app_id: str, deadline_s: float = 60) -> None:
         """Wait until every instance of the app is healthy and ready."""
@@ -769,13 +782,14 @@ class LocalSystem:
 
     def restart_instance(self, name: str, deadline_s: float = 60) -> None:
         """Start a crashed instance again on its own ports, as a restart policy would, and
-        wait until it is ready."""
+        wait until it is ready. Its processes count the restart, as the supervisor's do."""
         instance = next(i for s in self.instances.values() for i in s if i.name == name)
         dead = [p for p in self.supervisor.procs if p.name in (name, instance.sidecar_name)]
+        restarts = max((p.restarts for p in dead), default=0) + 1
         for proc in dead:
             proc.kill()  # both, whichever died first
         self._forget(*dead)
-        self.add_instance(instance, deadline_s)
+        self.add_instance(instance, deadline_s, restarts=restarts)
 
     def drain(self, instance: Instance, grace_s: float | None = None) -> None:
         """Take an instance out of service and stop it once it has finished what it holds.
@@ -937,6 +951,7 @@ class LocalSystem:
         `consort.yaml` asks for), and wait for all."""
         ids = app_ids or [a.app_id for a in self.run_file.apps]
         self.ensure_api_key()
+        self.control.start()
         self.start_infra()
         for app_id in ids:
             self.start_app(app_id)
@@ -948,6 +963,7 @@ class LocalSystem:
     def stop(self) -> None:
         """Stop every process. Sidecars are told twice: a whole-system stop needs no drain."""
         self._stopped.set()
+        self.control.stop()
         sidecars = [p for p in self.supervisor if p.name.endswith("-daprd")]
         offsets = [_log_size(p) for p in sidecars]
         for proc in sidecars:
@@ -956,6 +972,33 @@ class LocalSystem:
         for proc, offset in zip(sidecars, offsets, strict=True):
             _wait_for_line(proc, offset, "Blocking graceful shutdown", deadline - time.monotonic())
         self.supervisor.stop_all()
+
+    def instance_status(self) -> dict[str, Any]:
+        """Per app, its instances as the launcher runs them (the control channel's
+        `GET /instances`, read by the gateway's console): name, app and sidecar URLs,
+        state, restarts, uptime, and where the app's and its sidecar's Prometheus metrics
+        are served."""
+        procs = {p["name"]: p for p in self.supervisor.status()}
+        apps: dict[str, list[dict[str, Any]]] = {}
+        for app_id, siblings in list(self.instances.items()):
+            rows = apps.setdefault(app_id, [])
+            for instance in sorted(siblings, key=lambda i: i.index):
+                pair = [procs.get(instance.name), procs.get(instance.sidecar_name)]
+                rows.append(
+                    {
+                        "name": instance.name,
+                        "app": instance.url,
+                        "sidecar": instance.sidecar_url,
+                        "state": instance_state(pair),
+                        "restarts": max((p["restarts"] for p in pair if p), default=0),
+                        "uptime_s": pair[0]["uptime_s"] if pair[0] else None,
+                        "metrics_url": f"{instance.url}/metrics",
+                        "sidecar_metrics_url": (
+                            f"http://127.0.0.1:{instance.spec.metrics_port}/metrics"
+                        ),
+                    }
+                )
+        return {"apps": apps}
 
     def log_tails(self, lines: int = 30) -> str:
         return "\n".join(
@@ -1000,6 +1043,25 @@ class LocalSystem:
 
     def sidecar_url(self, app_id: str) -> str:
         return f"http://127.0.0.1:{self.run_file.app(app_id).dapr_http_port}"
+
+
+#: The worse of an app's and its sidecar's states names their instance's.
+_STATE_ORDER = ("exited", "crash-looping", "restarting", "stopped", "starting", "ready")
+
+
+def instance_state(pair: list[dict[str, Any] | None]) -> str:
+    """One instance's state from its app's and sidecar's status rows (None: not
+    supervised, e.g. being replaced): the worse of the two; a process that died and is
+    not being restarted (yet) is `exited`."""
+    states = []
+    for row in pair:
+        if row is None:
+            states.append("stopped")
+        elif row["pid"] is None and row["state"] in ("starting", "ready"):
+            states.append("exited")
+        else:
+            states.append(row["state"])
+    return min(states, key=lambda s: _STATE_ORDER.index(s) if s in _STATE_ORDER else 0)
 
 
 def _log_size(proc: Proc) -> int:

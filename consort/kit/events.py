@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, ValidationError, field_serializer, field_validator
 
 from consort.contracts.events import dead_letter
@@ -33,8 +35,28 @@ class Delivery(StrEnum):
     DROP = "DROP"  # poison: never handle it; daprd moves it to the dead-letter topic
 
 
+#: The topic of the delivery being answered (set by `deliveries`), and where the answers
+#: are counted per topic and outcome (`consort_events_total`, the console's topic lag:
+#: daprd counts a bulk delivery's events per call, not per event).
+_DELIVERED_TOPIC: ContextVar[str | None] = ContextVar("delivered_topic", default=None)
+_counter: list[Counter] = []
+
+
+def count_deliveries(counter: Counter) -> None:
+    """Count every answered delivery's events in `counter` (labels: topic, status)."""
+    _counter[:] = [counter]
+
+
+def _count(statuses: Iterable[Delivery]) -> None:
+    topic = _DELIVERED_TOPIC.get()
+    if topic and _counter:
+        for status in statuses:
+            _counter[0].labels(topic, status.value).inc()
+
+
 def delivery(status: Delivery) -> JSONResponse:
     """The answer to one (non-bulk) delivery that tells daprd what to do with the event."""
+    _count([status])
     return JSONResponse({"status": status.value})
 
 
@@ -92,6 +114,8 @@ class Subscription:
 def deliveries(body: dict[str, Any]) -> list[tuple[str | None, Any]]:
     """The events of one delivery: `(entry id, CloudEvent)` pairs of a bulk delivery, or
     one `(None, CloudEvent)` of a single one."""
+    topic = body.get("topic")
+    _DELIVERED_TOPIC.set(topic if isinstance(topic, str) else None)
     if isinstance(body.get("entries"), list):
         return [(str(e.get("entryId")), e.get("event")) for e in body["entries"]]
     return [(None, body)]
@@ -101,6 +125,7 @@ def delivery_response(statuses: dict[str | None, Delivery]) -> JSONResponse:
     """The answer to a delivery: one status, or one per entry of a bulk delivery."""
     if list(statuses) == [None]:
         return delivery(statuses[None])
+    _count(statuses.values())
     return JSONResponse(
         {"statuses": [{"entryId": e, "status": s.value} for e, s in statuses.items()]}
     )

@@ -39,6 +39,7 @@ from consort.kit.errors import (
     unavailable,
     unexpected_error_response,
 )
+from consort.kit.events import count_deliveries
 from consort.kit.logging import (
     configure_logging,
     trace_id_from_traceparent,
@@ -162,6 +163,7 @@ class ServiceKit:
         self.extra_models: list[ModelInfo] = []
         self.metrics = Metrics(settings.app_id)
         self.metrics.info.labels(settings.app_id, version).set(1)
+        count_deliveries(self.metrics.events)
 
     @property
     def sidecar(self) -> Sidecar:

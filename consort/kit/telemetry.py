@@ -126,6 +126,12 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
             registry=self.registry,
         )
+        self.events = Counter(
+            "consort_events",
+            "Events delivered to this app, by topic and outcome (SUCCESS, RETRY, DROP).",
+            ["topic", "status"],
+            registry=self.registry,
+        )
         self.info = Gauge(
             "consort_app_info",
             "The app and its version (always 1).",

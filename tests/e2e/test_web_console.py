@@ -9,6 +9,7 @@ and the DOM of the part it looked at; the harness adds every process's log tail.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import uuid
@@ -156,12 +157,18 @@ def test_the_page_is_public_but_its_data_needs_a_key(
 
 def test_the_topology_shows_every_service_up(console: Console) -> None:
     for app_id in (*SERVICES, "orchestrator"):
-        console.wait(f'#graph .node[data-app="{app_id}"].up', f"{app_id} drawn up")
+        # One instance each, ready, as the launcher runs them.
+        node = f'#graph .node[data-app="{app_id}"].up[data-instances="1"][data-ready="1"]'
+        console.wait(node, f"{app_id} drawn up with its one instance")
     # Who publishes and who is delivered what, from the topic contracts.
     console.wait('#graph .topic[data-topic="reviews.submitted"]', "a topic node")
     assert console.page.locator("#graph .edge.publish").count() >= 5
     assert console.page.locator("#graph .edge.subscribe").count() >= 5
     assert console.page.locator('#graph .edge.invoke[data-caller="gateway"]').count() >= 6
+    # The components the sidecars loaded, and which sidecar loads which.
+    console.wait('#graph .component[data-component="statestore"]', "the state store drawn")
+    assert console.page.locator('#graph .component[data-component="pubsub"]').count() == 1
+    assert console.page.locator('#graph .edge.uses[data-app="sentiment"]').count() >= 2
     # The sidecars' metadata: each app's components.
     statestore = console.page.locator('#components tr[data-app="sentiment"]').inner_text()
     assert "statestore" in statestore and "pubsub" in statestore, console.diagnosis("#components")
@@ -316,6 +323,15 @@ def test_a_case_is_approved_from_the_page(console: Console) -> None:
     case_id = console.page.locator("#triage-form .result").get_attribute("data-workflow")
     row = f'#case-list tr[data-case="{case_id}"]'
     console.wait(row, "the case opened by the triage", 90_000)
+    # The workflow is running, waiting for the decision: its steps from the engine's history.
+    running = f'#workflow-list tr[data-workflow="{case_id}"]'
+    console.wait(f'{running} li.step[data-step="case_open"][data-status="completed"]', "its steps")
+    steps = console.page.locator(f"{running} li.step").evaluate_all(
+        "ns => ns.map(n => [n.dataset.step, n.dataset.kind, n.dataset.status])"
+    )
+    assert ["nlp_analyze", "activity", "completed"] in steps, steps
+    assert ["sentiment_score", "activity", "completed"] in steps, steps
+    assert any(kind == "timer" and status == "waiting" for _, kind, status in steps), steps
     console.page.focus(row)
     console.page.keyboard.press("Enter")  # keyboard, as a user without a mouse would
     console.wait(f'#case-detail [data-case="{case_id}"] button[data-decision=approve]', "approve")
@@ -323,6 +339,11 @@ def test_a_case_is_approved_from_the_page(console: Console) -> None:
     console.page.click("#case-detail button[data-decision=approve]")
     console.wait(f"{row} td.status-closed", "the case closed after approval", 60_000)
     console.wait('#case-detail .history li:has-text("closed")', "the closing in its history")
+    # Finished, it leaves the running workflows.
+    try:
+        console.page.wait_for_selector(running, state="detached", timeout=30_000)
+    except Error as exc:
+        raise AssertionError(f"{exc}\n{console.diagnosis('#workflow-list')}") from exc
     console.assert_no_errors()
 
 
@@ -337,8 +358,9 @@ def test_a_killed_service_turns_red_and_back(console: Console, system: LocalSyst
     finally:
         system.restart_instance("sentiment", deadline_s=240)
     console.wait(f"{node}.up", "sentiment green after its restart", 60_000)
-    label = console.page.locator(node).text_content() or ""
-    assert "1 restart seen" in label, console.diagnosis(node)
+    console.wait(f'{node}[data-restarts="1"][data-ready="1"]', "its restart counted", 30_000)
+    label = console.page.locator(f"{node} text.instances").text_content() or ""
+    assert label == "1 instance · 1 restart", console.diagnosis(node)
     # A refused call is a console error ("Failed to load resource") only if the page made
     # one: the overview answered throughout, with sentiment down.
     console.assert_no_errors()
@@ -347,13 +369,100 @@ def test_a_killed_service_turns_red_and_back(console: Console, system: LocalSyst
 def test_the_health_page_charts_the_load(console: Console) -> None:
     console.go("health")
     console.wait('#load tr[data-app="sentiment"]', "the load table")
-    # Two samples at least, so rates are drawn.
+    # Two samples at least (the gateway takes one every 5 s), so rates are drawn.
     console.wait('#charts .chart path.series[data-series="gateway"]', "the gateway's rate")
-    memory = console.page.locator('#load tr[data-app="nlp"] td').all_inner_texts()[7]
-    assert float(memory) > 50, memory  # spaCy's pipeline is resident
+    spark = '#load tr[data-app="gateway"] svg.spark[data-series="gateway requests/s"]'
+    console.wait(f"{spark} path.spark-line", "the gateway's request sparkline")
+    cells = console.page.locator('#load tr[data-app="nlp"] td').all_inner_texts()
+    assert float(cells[8]) > 50, cells  # spaCy's pipeline is resident
+    assert float(cells[10]) > 10, cells  # and so is its daprd
+    # The console's own polls are the gateway's traffic: a rate and a p99 of the last minute.
+    gateway = console.page.locator('#load tr[data-app="gateway"] td').all_inner_texts()
+    assert float(gateway[3]) > 0 and float(gateway[6]) > 0, gateway
+    assert console.page.locator("#charts .chart path.series").count() >= 10
     topics = console.page.locator("#topics tr[data-topic]").count()
     assert topics >= 9
     console.shot("health")
+    console.assert_no_errors()
+
+
+def test_each_topic_shows_its_lag_and_dead_letters(
+    console: Console, api: httpx.Client, system: LocalSystem
+) -> None:
+    def published() -> float:
+        topics = api.get("/v1/ops/overview").json()["topics"]
+        return next(t["published"] for t in topics if t["name"] == "reviews.submitted")
+
+    before = published()
+    reviews = [{"id": f"console-{uuid.uuid4().hex[:8]}", "text": "Awful."} for _ in range(3)]
+    assert api.post("/v1/reviews", json={"reviews": reviews}).status_code == 202
+    # A poison event (a label no model gives) that the gateway drops to its dead letters.
+    poison = {
+        "specversion": "1.0",
+        "id": f"poison-{uuid.uuid4()}",
+        "source": "tests",
+        "type": "consort.texts.analyzed.v1",
+        "datacontenttype": "application/json",
+        "data": {"text_sha256": "a" * 64, "chars": 1, "label": "ecstatic", "compound": 0.1},
+    }
+    sent = httpx.post(
+        f"{system.sidecar_url('sentiment')}/v1.0/publish/pubsub/texts.analyzed",
+        content=json.dumps(poison),
+        headers={
+            "content-type": "application/cloudevents+json",
+            **system.sidecar_headers("sentiment"),
+        },
+        timeout=5,
+    )
+    assert sent.status_code == 204, sent.text
+    console.go("health")
+    row = '#topics tr[data-topic="reviews.submitted"]'
+    # Published by the gateway's sidecar, finished by each subscriber's: no lag left.
+    try:
+        console.page.wait_for_function(
+            f"""() => {{
+                const r = document.querySelector('{row}');
+                if (!r || Number(r.dataset.published) < {before + 3}) return false;
+                const c = [...r.querySelectorAll('.consumer')];
+                return c.length >= 3 && c.every(x => x.dataset.lag === '0');
+            }}""",
+            timeout=90_000,
+        )
+    except Error as exc:
+        topics = api.get("/v1/ops/overview").json()["topics"]
+        flow = [t for t in topics if t["name"] == "reviews.submitted"]
+        raise AssertionError(
+            f"{exc}\npublished before: {before}; now: {flow}\n{console.diagnosis('#topics')}"
+        ) from exc
+    consumers = console.page.locator(f"{row} .consumer").evaluate_all(
+        "ns => ns.map(n => n.dataset.app)"
+    )
+    assert {"nlp", "sentiment", "search"} <= set(consumers), consumers
+    dead = '#topics tr[data-topic="texts.analyzed"]'
+    try:
+        console.page.wait_for_function(
+            f"() => Number(document.querySelector('{dead}')?.dataset.deadLetters) >= 1",
+            timeout=60_000,
+        )
+    except Error as exc:
+        raise AssertionError(f"{exc}\n{console.diagnosis('#topics')}") from exc
+    console.go("topology")
+    console.wait('#graph .topic.dead[data-topic="texts.analyzed"]', "the dead letters drawn")
+    console.assert_no_errors()
+
+
+def test_each_replica_is_counted_on_its_node(console: Console, system: LocalSystem) -> None:
+    console.go("topology")
+    node = '#graph .node[data-app="sentiment"]'
+    system.scale("sentiment", 2, deadline_s=240)
+    try:
+        console.wait(f'{node}.up[data-instances="2"][data-ready="2"]', "two sentiment instances")
+        label = console.page.locator(node).get_attribute("aria-label") or ""
+        assert "sentiment ready" in label and "sentiment-1 ready" in label, label
+        console.shot("topology-replicas")
+    finally:
+        system.scale("sentiment", 1)
+    console.wait(f'{node}[data-instances="1"]', "one sentiment instance again", 30_000)
     console.assert_no_errors()
 
 

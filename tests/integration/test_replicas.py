@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from consort.dev.control import ControlServer
 from consort.dev.instances import ScaleFile
 from consort.dev.observe import request_counts
 from consort.dev.scaling import Scaling
@@ -44,16 +43,13 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
         scale_file=ScaleFile(replicas={"nlp": 2}, drain_grace_s=10),
     )
     _systems.append(local)
-    control = ControlServer(local.run_dir, lambda: {"processes": local.supervisor.status()})
     scaling = Scaling(local, APPS)
-    scaling.install(control)
+    scaling.install(local.control)  # the system's control channel, served from start-up
     try:
         local.start(APPS, deadline_s=150)
         local.supervisor.supervise()  # restart what crashes, as `consort run` does
-        control.start()
         yield local
     finally:
-        control.stop()
         local.stop()
         scaling.close()
         _systems.remove(local)

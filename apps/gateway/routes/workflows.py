@@ -7,9 +7,9 @@ route of the same path (`apps.gateway.orchestrator`); its problems pass through.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Body, Query, Response
 from fastapi import Path as PathParam
 
 from apps.gateway.calls import SidecarDep, forward, settings
@@ -24,6 +24,7 @@ from consort.contracts.workflows import (
     ReviewTriageRequest,
     TerminateIn,
     WorkflowInfo,
+    WorkflowList,
     WorkflowStarted,
 )
 
@@ -65,6 +66,23 @@ async def start_review_triage(
     request.review_id = request.review_id or uuid.uuid4().hex
     body = request.model_dump(mode="json", exclude_none=True)
     return await call_orchestrator(sc, "v1/workflows/review-triage", response, json=body)
+
+
+@router.get("", dependencies=RUN, response_model=WorkflowList)
+async def list_workflows(
+    sc: SidecarDep,
+    response: Response,
+    status: Annotated[
+        Literal["running", "all"],
+        Query(description="`running`: the unfinished ones (running, pending, suspended)."),
+    ] = "running",
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+) -> Any:
+    """Workflow instances, most recently created first, each with the steps of its history
+    (activities scheduled and finished, timers, events raised), from the orchestrator's
+    workflow engine."""
+    params = {"status": status, "limit": str(limit)}
+    return await call_orchestrator(sc, "v1/workflows", response, http_method="GET", params=params)
 
 
 @router.post(

@@ -3,16 +3,18 @@ decision, terminate and purge it. The gateway reaches them by service invocation
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from dapr.ext.workflow import WorkflowState as EngineState
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Body, Query, Response
 from fastapi import Path as PathParam
 
 from apps.orchestrator.engine import engine, kit, settings
+from apps.orchestrator.history import steps_of
 from consort.contracts.cases import (
     CASES_CLOSED,
     INSTANCE_ID_PATTERN,
@@ -26,6 +28,7 @@ from consort.contracts.workflows import (
     FORECAST_AND_ALERT,
     REVIEW_TRIAGE,
     TERMINAL_STATUSES,
+    UNFINISHED_STATUSES,
     ForecastRunInput,
     ForecastRunRequest,
     ReviewTriageInput,
@@ -33,6 +36,8 @@ from consort.contracts.workflows import (
     TerminateIn,
     WorkflowFailure,
     WorkflowInfo,
+    WorkflowList,
+    WorkflowRun,
     WorkflowStarted,
     WorkflowStatus,
 )
@@ -143,6 +148,46 @@ async def run_forecast_and_alert(
     instance_id = f"forecast-and-alert-{uuid.uuid4().hex}"
     payload = ForecastRunInput.model_validate(request.model_dump())
     return await _start(FORECAST_AND_ALERT, instance_id, payload, response)
+
+
+#: How many engine calls the listing makes at once.
+LISTING_CONCURRENCY = 16
+
+
+@router.get("", response_model=WorkflowList)
+async def list_workflows(
+    status: Annotated[
+        Literal["running", "all"],
+        Query(description="`running`: the unfinished ones (running, pending, suspended)."),
+    ] = "running",
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+) -> WorkflowList:
+    """Workflow instances, most recently created first, each with the steps of its history
+    (activities, timers, events), from the workflow engine of this app's sidecar."""
+    ids = await engine.instance_ids()
+    gate = asyncio.Semaphore(LISTING_CONCURRENCY)
+
+    async def state(instance_id: str) -> EngineState | None:
+        async with gate:
+            return await engine.workflows().get_workflow_state(instance_id, fetch_payloads=True)
+
+    states = [s for s in await asyncio.gather(*(state(i) for i in ids)) if s is not None]
+    if status == "running":
+        states = [s for s in states if status_of(s) in UNFINISHED_STATUSES]
+    chosen = sorted(states, key=lambda s: s.created_at, reverse=True)[:limit]
+
+    async def run(state: EngineState) -> WorkflowRun:
+        async with gate:
+            events = await engine.history(state.instance_id)
+        info = info_of(state)
+        return WorkflowRun(
+            **info.model_dump(include=set(WorkflowRun.model_fields) - {"steps"}),
+            steps=steps_of(events),
+        )
+
+    return WorkflowList(
+        workflows=list(await asyncio.gather(*(run(s) for s in chosen))), held=len(ids)
+    )
 
 
 @router.get("/{instance_id}", response_model=WorkflowInfo, responses=NOT_FOUND)

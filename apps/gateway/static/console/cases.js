@@ -59,7 +59,45 @@ async function showCase(caseId, refresh) {
   }
 }
 
+function stepLabel(step) {
+  const kind = step.kind === "activity" || step.name.startsWith(step.kind) ? "" : `${step.kind} `;
+  const until = step.until && step.status === "waiting" ? ` until ${new Date(step.until).toLocaleString()}` : "";
+  return `${kind}${step.name}: ${step.status}${until}`;
+}
+
+// Workflows not finished yet, from the engine, each with its history's steps in order.
+let listing = null; // one listing at a time: each asks the engine for every instance
+
+export function refreshWorkflows() {
+  listing = listing || listWorkflows().finally(() => { listing = null; });
+  return listing;
+}
+
+async function listWorkflows() {
+  const box = document.getElementById("workflow-list");
+  try {
+    const { body } = await call("/v1/workflows?status=running&limit=20");
+    const rows = body.workflows.map((w) => h("tr", { "data-workflow": w.id, "data-status": w.status }, [
+      h("td", { text: w.id }), h("td", { text: w.workflow }), h("td", { text: `${w.status}${w.step ? ` (${w.step})` : ""}` }),
+      h("td", { text: when(w.created_at) }),
+      h("td", {}, [h("ol", { class: "steps", "aria-label": `steps of ${w.id}` }, w.steps.map((s) => h("li", {
+        class: `step ${s.status}`, "data-step": s.name, "data-kind": s.kind, "data-status": s.status, text: stepLabel(s),
+      })))]),
+    ]));
+    box.replaceChildren(
+      h("p", { class: "note", text: `${body.workflows.length} running of ${body.held} the engine holds` }),
+      rows.length ? h("table", {}, [
+        h("thead", {}, [h("tr", {}, ["workflow", "kind", "status", "started", "steps"].map((x) => h("th", { text: x })))]),
+        h("tbody", {}, rows),
+      ]) : h("p", { text: "No workflow is running." }),
+    );
+  } catch (error) {
+    box.replaceChildren(h("p", { class: "problem", role: "alert", text: error.message }));
+  }
+}
+
 export async function refreshCases() {
+  refreshWorkflows();
   const list = document.getElementById("case-list");
   try {
     const { body } = await call("/v1/cases?limit=50");

@@ -1,92 +1,96 @@
-// Health and load: rates from the samples the console keeps (the gateway keeps none).
-import { fmt, h, timeChart } from "./svg.js";
+// Health and load: the figures and series the gateway computes from the samples it keeps
+// (every instance's app and sidecar metrics every few seconds), and each topic's flow.
+import { fmt, h, sparkline, timeChart } from "./svg.js";
+import { instancesOf, topicLag } from "./topology.js";
 
 export const WINDOW_S = 10 * 60;
 
+// Restarts the console saw itself (a new process start time), for a gateway that has no
+// launcher to tell it the instances and their restarts.
 export function newHistory() {
-  return { samples: [], restarts: new Map(), started: new Map() };
+  return { restarts: new Map(), started: new Map() };
 }
 
-// Keep one overview as a sample: per app its counters at that time; count restarts.
 export function record(history, overview) {
-  const t = Date.parse(overview.at) / 1000;
-  const apps = {};
   for (const s of overview.services) {
-    if (!s.load) continue;
-    apps[s.app_id] = s.load;
+    if (!s.load || s.load.started_at === null || s.instances) continue;
     const before = history.started.get(s.app_id);
-    if (s.load.started_at !== null) {
-      if (before !== undefined && Math.abs(s.load.started_at - before) > 0.5) {
-        history.restarts.set(s.app_id, (history.restarts.get(s.app_id) || 0) + 1);
-      }
-      history.started.set(s.app_id, s.load.started_at);
+    if (before !== undefined && Math.abs(s.load.started_at - before) > 0.5) {
+      history.restarts.set(s.app_id, (history.restarts.get(s.app_id) || 0) + 1);
     }
+    history.started.set(s.app_id, s.load.started_at);
   }
-  history.samples.push({ t, apps });
-  while (history.samples.length && history.samples[0].t < t - WINDOW_S) history.samples.shift();
 }
 
-// Per app and per pair of samples: requests/s, error share, CPU %, memory MiB, p50/p99.
-function rates(a, b) {
-  const dt = b.t - a.t;
-  const out = {};
-  for (const [app, now] of Object.entries(b.apps)) {
-    const was = a.apps[app];
-    if (!was || dt <= 0 || now.requests < was.requests) continue; // a restart resets counters
-    const requests = now.requests - was.requests;
-    out[app] = {
-      rps: requests / dt,
-      errorRate: requests ? (now.errors - was.errors) / requests : 0,
-      cpu: now.cpu_seconds !== null && was.cpu_seconds !== null ? ((now.cpu_seconds - was.cpu_seconds) / dt) * 100 : null,
-      memory: now.memory_bytes !== null ? now.memory_bytes / 2 ** 20 : null,
-      p50: now.p50_ms, p99: now.p99_ms,
-    };
-  }
-  return out;
+// [[t, value], …] of one field of a service's series (nulls left out).
+function points(node, field, factor = 1) {
+  const s = node.series;
+  if (!s) return [];
+  return s.t.map((t, i) => [t, s[field][i]]).filter(([, v]) => v !== null && v !== undefined).map(([t, v]) => [t, v * factor]);
 }
+
+const MIB = 2 ** 20;
 
 export function drawLoad(table, charts, topicsBox, overview, history) {
-  const s = history.samples;
-  const last = s.length > 1 ? rates(s[s.length - 2], s[s.length - 1]) : {};
-  const columns = ["service", "health", "req/s", "errors", "p50 ms", "p99 ms", "CPU %", "memory MiB", "requests"];
+  const now = Date.parse(overview.at) / 1000;
+  // The charts span what was sampled (up to the window), at least a minute.
+  const sampling = overview.sampling || {};
+  const sampled = sampling.since ? now - sampling.since : 0;
+  const windowS = Math.min(sampling.window_s || WINDOW_S, Math.max(60, sampled));
+  const columns = ["service", "health", "instances", "req/s", "errors", "p50 ms", "p99 ms", "CPU %", "memory MiB", "daprd CPU %", "daprd MiB", "requests/s (trend)", "p99 (trend)"];
   const rows = overview.services.map((node) => {
-    const r = last[node.app_id] || {};
-    const load = node.load || {};
+    const r = node.recent || {};
+    const inst = instancesOf(node, history);
     return h("tr", { "data-app": node.app_id }, [
       h("td", { text: node.app_id }),
       h("td", { class: `status-${node.health === "up" ? "closed" : "open"}`, text: node.health }),
-      h("td", { class: "num", text: fmt(r.rps, 2) }),
-      h("td", { class: "num", text: r.errorRate === undefined ? "–" : `${(r.errorRate * 100).toFixed(1)} %` }),
-      h("td", { class: "num", text: fmt(load.p50_ms) }),
-      h("td", { class: "num", text: fmt(load.p99_ms) }),
-      h("td", { class: "num", text: fmt(r.cpu) }),
-      h("td", { class: "num", text: fmt(load.memory_bytes ? load.memory_bytes / 2 ** 20 : null, 0) }),
-      h("td", { class: "num", text: load.requests === undefined ? "–" : String(load.requests) }),
+      h("td", { class: "instances", text: inst.text }),
+      h("td", { class: "num", text: fmt(r.requests_per_s, 2) }),
+      h("td", { class: "num", text: r.error_rate === null || r.error_rate === undefined ? "–" : `${(r.error_rate * 100).toFixed(1)} %` }),
+      h("td", { class: "num", text: fmt(r.p50_ms) }),
+      h("td", { class: "num", text: fmt(r.p99_ms) }),
+      h("td", { class: "num", text: fmt(r.cpu_percent) }),
+      h("td", { class: "num", text: fmt(r.memory_bytes ? r.memory_bytes / MIB : null, 0) }),
+      h("td", { class: "num", text: fmt(r.sidecar_cpu_percent) }),
+      h("td", { class: "num", text: fmt(r.sidecar_memory_bytes ? r.sidecar_memory_bytes / MIB : null, 0) }),
+      h("td", {}, [sparkline(`${node.app_id} requests/s`, points(node, "requests_per_s"), windowS, now, "req/s")]),
+      h("td", {}, [sparkline(`${node.app_id} p99 ms`, points(node, "p99_ms"), windowS, now, "ms")]),
     ]);
   });
-  table.replaceChildren(h("table", {}, [
-    h("thead", {}, [h("tr", {}, columns.map((c, i) => h("th", { class: i > 1 ? "num" : null, text: c })))]),
-    h("tbody", {}, rows),
-  ]));
-  const pairs = [];
-  for (let i = 1; i < s.length; i++) pairs.push([s[i].t, rates(s[i - 1], s[i])]);
-  const apps = overview.services.map((n) => n.app_id);
-  const seriesOf = (field) => apps.map((app) => ({
-    name: app, points: pairs.filter(([, r]) => r[app] && r[app][field] !== null).map(([t, r]) => [t, r[app][field]]),
-  })).filter((x) => x.points.length);
+  const since = sampling.since ? new Date(sampling.since * 1000).toLocaleTimeString() : "–";
+  table.replaceChildren(
+    h("p", { class: "note", text: `figures over the last minute; sampled every ${sampling.interval_s || "?"} s since ${since}, kept ${Math.round((sampling.window_s || WINDOW_S) / 60)} min` }),
+    h("table", {}, [
+      h("thead", {}, [h("tr", {}, columns.map((c, i) => h("th", { class: i > 2 && i < 11 ? "num" : null, text: c })))]),
+      h("tbody", {}, rows),
+    ]),
+  );
+  const seriesOf = (field, factor = 1) => overview.services
+    .map((node) => ({ name: node.app_id, points: points(node, field, factor) }))
+    .filter((x) => x.points.length);
   charts.replaceChildren(
-    timeChart("Request rate", "req/s", seriesOf("rps"), WINDOW_S),
-    timeChart("Error rate", "share of requests", seriesOf("errorRate"), WINDOW_S),
-    timeChart("p99 latency since start", "ms", seriesOf("p99"), WINDOW_S),
-    timeChart("CPU", "% of one core", seriesOf("cpu"), WINDOW_S),
-    timeChart("Memory", "MiB resident", seriesOf("memory"), WINDOW_S),
+    timeChart("Request rate", "req/s", seriesOf("requests_per_s"), windowS, now),
+    timeChart("Error rate", "share of requests", seriesOf("error_rate"), windowS, now),
+    timeChart("p99 latency", "ms", seriesOf("p99_ms"), windowS, now),
+    timeChart("p50 latency", "ms", seriesOf("p50_ms"), windowS, now),
+    timeChart("CPU", "% of one core", seriesOf("cpu_percent"), windowS, now),
+    timeChart("Memory", "MiB resident", seriesOf("memory_bytes", 1 / MIB), windowS, now),
+    timeChart("Sidecar CPU", "% of one core", seriesOf("sidecar_cpu_percent"), windowS, now),
   );
   topicsBox.replaceChildren(h("table", {}, [
-    h("thead", {}, [h("tr", {}, ["topic", "published by", "delivered to", "dead letters"].map((c) => h("th", { text: c })))]),
-    h("tbody", {}, overview.topics.map((t) => h("tr", { "data-topic": t.name }, [
-      h("td", { text: t.name }), h("td", { text: t.publishers.join(", ") || "external producers" }),
-      h("td", { text: t.subscribers.join(", ") || "–" }),
-      h("td", { class: `num${t.dead_letters ? " status-open" : ""}`, text: String(t.dead_letters) }),
-    ]))),
+    h("thead", {}, [h("tr", {}, ["topic", "published by", "published", "delivered to (finished, lag)", "lag", "dead letters"].map((c) => h("th", { text: c })))]),
+    h("tbody", {}, overview.topics.map((t) => {
+      const lag = topicLag(t);
+      const published = t.published === null || t.published === undefined ? "–"
+        : `${t.published}${t.published_batches ? ` + ${t.published_batches} batches` : ""}`;
+      return h("tr", { "data-topic": t.name, "data-published": t.published, "data-lag": lag, "data-dead-letters": t.dead_letters }, [
+        h("td", { text: t.name }), h("td", { text: t.publishers.join(", ") || "external producers" }),
+        h("td", { class: "num published", text: published }),
+        h("td", {}, t.consumers.length ? t.consumers.map((c) => h("span", { class: "consumer", "data-app": c.app_id, "data-delivered": c.delivered, "data-lag": c.lag,
+          text: `${c.app_id} ${c.delivered === null ? "in batches" : c.delivered}${c.lag === null ? "" : ` (lag ${c.lag})`}${c.retries ? `, ${c.retries} retried` : ""}` })) : [t.subscribers.join(", ") || "–"]),
+        h("td", { class: `num${lag ? " status-open" : ""}`, text: lag === null ? "–" : String(lag) }),
+        h("td", { class: `num${t.dead_letters ? " status-open" : ""}`, text: String(t.dead_letters) }),
+      ]);
+    })),
   ]));
 }

@@ -66,9 +66,8 @@ export function fmt(v, digits = 1) {
 const PALETTE = ["#1f5fbf", "#c62828", "#2e8b57", "#9a5ab8", "#e08a00", "#00838f", "#6d4c41", "#546e7a", "#ad1457"];
 
 // A small multi-series chart over time: series = [{name, points: [[t, v], ...]}].
-export function timeChart(title, unit, series, windowS) {
+export function timeChart(title, unit, series, windowS, now = Date.now() / 1000) {
   const W = 320, H = 150, L = 38, R = 8, T = 8, B = 20;
-  const now = Date.now() / 1000;
   const x = scale([now - windowS, now], [L, W - R]);
   const [, hi] = extent(series.flatMap((s) => s.points.map((p) => p[1])).concat([0]));
   const y = scale([0, hi || 1], [H - B, T]);
@@ -76,7 +75,8 @@ export function timeChart(title, unit, series, windowS) {
   svg.append(el("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }));
   svg.append(el("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }));
   svg.append(text(2, T + 8, fmt(hi, 2)), text(2, H - B, "0"));
-  svg.append(text(L, H - 4, `-${Math.round(windowS / 60)} min`), text(W - R - 18, H - 4, "now"));
+  const span = windowS >= 120 ? `-${Math.round(windowS / 60)} min` : `-${Math.round(windowS)} s`;
+  svg.append(text(L, H - 4, span), text(W - R - 18, H - 4, "now"));
   series.forEach((s, i) => {
     const path = linePath(s.points.map(([t, v]) => [x(t), y(v)]));
     if (path) svg.append(el("path", { class: "series", d: path, stroke: PALETTE[i % PALETTE.length], "data-series": s.name }));
@@ -89,4 +89,18 @@ export function timeChart(title, unit, series, windowS) {
     key.append(mark, ` ${s.name} `);
   });
   return h("div", { class: "chart" }, [h("h4", { text: `${title} (${unit})` }), svg, key]);
+}
+
+// A sparkline: one series' shape over the window, no axes, its last value in its title.
+export function sparkline(name, points, windowS, now, unit = "") {
+  const W = 90, H = 22;
+  const x = scale([now - windowS, now], [1, W - 1]);
+  const [, hi] = extent(points.map((p) => p[1]).concat([0]));
+  const y = scale([0, hi || 1], [H - 2, 2]);
+  const last = points.length ? points[points.length - 1][1] : null;
+  const svg = el("svg", { class: "spark", viewBox: `0 0 ${W} ${H}`, role: "img", "data-series": name, "data-points": points.length,
+    "aria-label": `${name} over the last ${Math.round(windowS)} s${last === null ? "" : `, now ${fmt(last, 2)} ${unit}`}` });
+  const d = linePath(points.map(([t, v]) => [x(t), y(v)]));
+  if (d) svg.append(el("path", { class: "spark-line", d }));
+  return svg;
 }
