@@ -184,8 +184,8 @@ class Engine:
 
     async def instance_ids(self, page_size: int = 1000) -> list[str]:
         """The ids of every workflow instance the engine holds (any status, unpurged);
-        the engine lists the keys of its actor state store (a store that can list keys:
-        Redis, PostgreSQL, SQLite, ...)."""
+        the engine lists the keys of its actor state store (which must be able to list
+        keys: every store of components/ can; docs/profiles.md)."""
         ids: list[str] = []
         token: str | None = None
         while True:
