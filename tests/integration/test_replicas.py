@@ -7,25 +7,19 @@ Load is a bounded closed loop through the gateway at concurrency 16.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
-import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import httpx
 import pytest
 
 from consort.dev.instances import ScaleFile
-from consort.dev.observe import request_counts
 from consort.dev.scaling import Scaling
 from consort.dev.system import InfraPorts, LocalSystem, RunFile
 from tests.conftest import _systems
 from tests.integration.helpers import eventually
+from tests.integration.load import Load, consort_cli, served
 
 APPS = ["gateway", "nlp", "sentiment"]
 CONCURRENCY = 16
@@ -55,87 +49,9 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
         _systems.remove(local)
 
 
-@dataclass
-class Load:
-    """Closed-loop requests to one gateway route from a background thread until stopped."""
-
-    url: str
-    body: dict[str, str]
-    headers: dict[str, str]
-    statuses: Counter[int] = field(default_factory=Counter)
-    failures: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    @property
-    def ok(self) -> int:
-        return self.statuses[200]
-
-    def __enter__(self) -> Load:
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        assert self._thread is not None
-        self._thread.join(LOAD_LIMIT_S)
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        end = loop.time() + LOAD_LIMIT_S
-        # A fresh connection per request: no request can race a keep-alive connection the
-        # server is closing, so a reset here is the system's failure, not the client's.
-        limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=0)
-        async with httpx.AsyncClient(headers=self.headers, timeout=30, limits=limits) as client:
-
-            async def worker() -> None:
-                while not self._stop.is_set() and loop.time() < end:
-                    try:
-                        response = await client.post(self.url, json=self.body)
-                    except httpx.HTTPError as exc:
-                        self.statuses[0] += 1
-                        self.failures.append(f"{datetime.now(UTC):%H:%M:%S.%f} {exc!r}")
-                        continue
-                    self.statuses[response.status_code] += 1
-                    if response.status_code != 200:
-                        self.failures.append(
-                            f"{datetime.now(UTC):%H:%M:%S.%f} {response.status_code} "
-                            f"{response.text[:300]}"
-                        )
-
-            await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-
-    def wait_for(self, more: int, deadline_s: float = 60) -> None:
-        """Wait until `more` further requests have succeeded."""
-        target = self.ok + more
-        eventually(lambda: self.ok, lambda n: n >= target, deadline_s)
-
-
 def nlp_load(system: LocalSystem) -> Load:
     text = "The battery of the Pixel died in London after two days."
     return Load(f"{system.url('gateway')}/v1/text/nlp", {"text": text}, system.api_headers)
-
-
-def served(system: LocalSystem, app_id: str) -> dict[str, float]:
-    """Requests each instance of `app_id` has served (its own /metrics)."""
-    counts = {}
-    for instance in system.instances[app_id]:
-        metrics = httpx.get(f"{instance.url}/metrics", timeout=5).text
-        counts[instance.name] = request_counts(metrics)[0]
-    return counts
-
-
-def consort_cli(system: LocalSystem, *args: str) -> subprocess.CompletedProcess[str]:
-    """`consort <args>` from another process, as an operator's second shell would run it."""
-    env = {**os.environ, "CONSORT_RUN_DIR_ROOT": str(system.run_dir)}
-    return subprocess.run(  # noqa: S603 - our own CLI
-        [sys.executable, "-m", "consort", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_invocations_spread_over_both_instances(replicas: LocalSystem) -> None:

@@ -10,29 +10,22 @@ through the gateway.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
-import sys
 import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
 from consort.contracts.search import EMBEDDING_MODEL
-from consort.dev.control import ControlServer
 from consort.dev.instances import ScaleFile
-from consort.dev.observe import request_counts
 from consort.dev.scaling import Scaling
 from consort.dev.system import InfraPorts, LocalSystem, RunFile
 from tests.conftest import _systems
 from tests.integration.helpers import eventually
+from tests.integration.load import Load, consort_cli, served
 
 APPS = ["gateway", "search"]
 #: Each query is one forward pass of the model: four at a time keep two cores busy.
@@ -61,17 +54,14 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
         scale_file=ScaleFile(replicas={"search": 2}, drain_grace_s=5),
     )
     _systems.append(local)
-    control = ControlServer(local.run_dir, lambda: {"processes": local.supervisor.status()})
     scaling = Scaling(local, APPS)
-    scaling.install(control)
+    scaling.install(local.control)  # the system's control channel, served from start-up
     try:
         local.start(APPS, deadline_s=150)
         local.supervisor.supervise()  # restart what crashes, as `consort run` does
-        control.start()
         local.write_endpoints(APPS)  # what `consort status` reads, as `consort run` writes
         yield local
     finally:
-        control.stop()
         local.stop()
         scaling.close()
         _systems.remove(local)
@@ -91,63 +81,6 @@ def indexed(system: LocalSystem) -> str:
     return COLLECTION
 
 
-@dataclass
-class QueryLoad:
-    """Closed-loop queries through the gateway from a background thread until stopped;
-    an answer that is not 200 with `battery` first is a failure."""
-
-    url: str
-    headers: dict[str, str]
-    statuses: Counter[int] = field(default_factory=Counter)
-    failures: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    @property
-    def ok(self) -> int:
-        return self.statuses[200]
-
-    def __enter__(self) -> QueryLoad:
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        assert self._thread is not None
-        self._thread.join(LOAD_LIMIT_S)
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        end = loop.time() + LOAD_LIMIT_S
-        # A fresh connection per request: no request can race a keep-alive connection the
-        # server is closing, so a reset here is the system's failure, not the client's.
-        limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=0)
-        async with httpx.AsyncClient(headers=self.headers, timeout=30, limits=limits) as client:
-
-            async def worker() -> None:
-                while not self._stop.is_set() and loop.time() < end:
-                    try:
-                        response = await client.post(self.url, json=QUERY)
-                    except httpx.HTTPError as exc:
-                        self.statuses[0] += 1
-                        self.failures.append(f"{datetime.now(UTC):%H:%M:%S.%f} {exc!r}")
-                        continue
-                    self.statuses[response.status_code] += 1
-                    if response.status_code != 200 or _first_id(response) != "battery":
-                        self.failures.append(
-                            f"{datetime.now(UTC):%H:%M:%S.%f} {response.status_code} "
-                            f"{response.text[:300]}"
-                        )
-
-            await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-
-    def wait_for(self, more: int, deadline_s: float = 90) -> None:
-        """Wait until `more` further requests have succeeded."""
-        target = self.ok + more
-        eventually(lambda: self.ok, lambda n: n >= target, deadline_s)
-
-
 def _first_id(response: httpx.Response) -> str | None:
     try:
         matches = response.json()["matches"]
@@ -156,17 +89,17 @@ def _first_id(response: httpx.Response) -> str | None:
     return str(matches[0]["id"]) if matches else None
 
 
-def query_load(system: LocalSystem, collection: str) -> QueryLoad:
+def query_load(system: LocalSystem, collection: str) -> Load:
     url = f"{system.url('gateway')}/v1/search/collections/{collection}/query"
-    return QueryLoad(url, system.api_headers)
-
-
-def served(system: LocalSystem) -> dict[str, float]:
-    """Requests each search instance has served (its own /metrics)."""
-    return {
-        i.name: request_counts(httpx.get(f"{i.url}/metrics", timeout=5).text)[0]
-        for i in system.instances["search"]
-    }
+    return Load(
+        url,
+        QUERY,
+        system.api_headers,
+        concurrency=CONCURRENCY,
+        limit_s=LOAD_LIMIT_S,
+        accept=lambda r: r.status_code == 200 and _first_id(r) == "battery",
+        wait_s=90,
+    )
 
 
 def instance_query(system: LocalSystem, url: str, collection: str) -> list[str]:
@@ -202,27 +135,15 @@ def catalog_entry(system: LocalSystem) -> dict[str, Any]:
     return next(s for s in catalog["services"] if s["app_id"] == "search")
 
 
-def consort_cli(system: LocalSystem, *args: str) -> subprocess.CompletedProcess[str]:
-    """`consort <args>` from another process, as an operator's second shell would run it."""
-    env = {**os.environ, "CONSORT_RUN_DIR_ROOT": str(system.run_dir), "COLUMNS": "240"}
-    return subprocess.run(  # noqa: S603 - our own CLI
-        [sys.executable, "-m", "consort", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_both_instances_serve_one_index(system: LocalSystem, indexed: str) -> None:
     assert [i.name for i in system.instances["search"]] == ["search", "search-1"]
     # Indexed through one of them: each answers from the same documents (the state store).
     for instance in system.instances["search"]:
         assert instance_query(system, instance.url, indexed)[0] == "battery", instance.name
-    before = served(system)
+    before = served(system, "search")
     with query_load(system, indexed) as load:
         load.wait_for(200)
-    after = served(system)
+    after = served(system, "search")
     assert load.failures == [], load.failures[:5]
     spread = {name: after[name] - before[name] for name in after}
     total = sum(spread.values())
@@ -335,8 +256,8 @@ def test_killing_one_instance_under_load_fails_no_query(system: LocalSystem, ind
             deadline_s=120,
         )
         eventually(lambda: len(system.registry.addresses("search")), lambda n: n == 2, 30)
-        before = served(system)[victim]
+        before = served(system, "search")[victim]
         load.wait_for(100)
     assert load.failures == [], load.failures[:5]
-    assert served(system)[victim] > before  # and takes its share again
+    assert served(system, "search")[victim] > before  # and takes its share again
     assert [p.restarts for p in system.supervisor.group(victim)] == [1, 1]
