@@ -112,6 +112,7 @@ class Workers:
         self._lock = threading.Lock()
         self._all: set[Worker] = set(self._started)
         self.replaced = 0
+        self._closed = False
 
     def _queue(self) -> asyncio.Queue[Worker]:
         if self._idle is None:
@@ -170,21 +171,30 @@ class Workers:
             try:
                 fresh = Worker(self._warm_up).warmed()
             except Exception:
-                log.exception("a forecast worker could not be started")
                 with self._lock:
                     self._replacing -= 1
+                    closed = self._closed
+                if not closed:
+                    log.exception("a forecast worker could not be started")
                 return
             with self._lock:
                 self._replacing -= 1
+                if self._closed:
+                    fresh.kill()
+                    return
                 self._all.add(fresh)
                 self.replaced += 1
-            loop.call_soon_threadsafe(idle.put_nowait, fresh)
+            try:
+                loop.call_soon_threadsafe(idle.put_nowait, fresh)
+            except RuntimeError:  # the loop closed while it warmed (the app stopping)
+                fresh.kill()
 
         threading.Thread(target=replace, name="forecast-worker-replace", daemon=True).start()
 
     def close(self) -> None:
-        """Kill every worker."""
+        """Kill every worker (and any that finishes warming after)."""
         with self._lock:
+            self._closed = True
             workers = list(self._all)
         for worker in workers:
             worker.kill()

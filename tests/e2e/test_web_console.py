@@ -199,11 +199,13 @@ def test_a_result_links_to_its_trace_drawn_as_a_waterfall(console: Console) -> N
     console.page.click("#try-text .trace-link")
     console.wait("#trace .waterfall .span-bar", "the trace's spans", 30_000)
     # The request crossed the gateway and, through the sidecars, sentiment and nlp; each
-    # process reports its spans on its own, and the waterfall grows as they arrive.
+    # process reports its spans on its own, and the waterfall grows as they arrive (the
+    # gateway app's own root span may come last, after its sidecar's).
     try:
         console.page.wait_for_function(
             "() => { const t = document.querySelector('#trace .waterfall')?.textContent || '';"
-            " return ['gateway', 'sentiment', 'nlp'].every(s => t.includes(s)); }",
+            " return ['post /v1/text/analyze · gateway app', 'sentiment', 'nlp']"
+            ".every(s => t.includes(s)); }",
             timeout=30_000,
         )
     except Error as exc:

@@ -52,6 +52,13 @@ export function waterfall(spans) {
 
 let shown = 0;
 
+// Whether every span's parent has arrived (a span whose parent is missing is a process
+// still to report).
+function whole(spans) {
+  const ids = new Set(spans.map((s) => s.id));
+  return spans.every((s) => !s.parentId || ids.has(s.parentId));
+}
+
 export async function showTrace(traceId, zipkinUi) {
   const panel = document.getElementById("trace");
   const box = panel.querySelector(".result");
@@ -62,17 +69,19 @@ export async function showTrace(traceId, zipkinUi) {
   box.replaceChildren(h("p", { text: "waiting for the spans…" }), ...links);
   panel.scrollIntoView({ block: "nearest" });
   // Spans reach Zipkin a few seconds after the request, each process sending its own in
-  // batches (the sidecars every few seconds): redraw as more arrive, and stop once the
-  // count has held for five polls.
+  // batches (the apps and the sidecars every few seconds, later under load): redraw as more
+  // arrive. The trace is whole once every span's parent is in it; stop when it is whole and
+  // its count has held for five polls, or after a minute (a process may never report).
   let count = 0, steady = 0;
-  for (let attempt = 0; attempt < 30 && mine === shown && steady < 5; attempt++) {
+  for (let attempt = 0; attempt < 60 && mine === shown && steady < 5; attempt++) {
     try {
       const { body } = await call(`/v1/ops/traces/${traceId}`);
-      if (body.spans.length && body.spans.length === count) steady += 1;
-      else if (body.spans.length) {
-        count = body.spans.length;
+      const spans = body.spans;
+      if (spans.length && spans.length === count) steady += whole(spans) ? 1 : 0;
+      else if (spans.length) {
+        count = spans.length;
         steady = 0;
-        box.replaceChildren(waterfall(body.spans), ...links);
+        box.replaceChildren(waterfall(spans), ...links);
       }
     } catch (error) {
       box.replaceChildren(h("p", { class: "problem", text: error.message }), ...links);
