@@ -107,25 +107,34 @@ class Sidecar:
         self.base_url = settings.http_url
         self.timeout_s = timeout_s
         self._headers = {"dapr-api-token": settings.api_token} if settings.api_token else {}
-        self._session: aiohttp.ClientSession | None = None
+        # Two pools. Calls that wait on apps (service invocation, actor methods) may wait
+        # on this very app, whose actor methods in turn call the sidecar (their state,
+        # reminders, events): with one bounded pool, a burst of the first kind held every
+        # connection while the methods it waited on queued for one, until all timed out.
+        # So those calls get a pool of their own, unbounded (their callers bound their
+        # fan-out); the sidecar's own answers (state, pub/sub, jobs...) a bounded one.
+        self._sessions: dict[bool, aiohttp.ClientSession] = {}
 
-    def _client(self) -> aiohttp.ClientSession:
+    def _client(self, waits_on_apps: bool = False) -> aiohttp.ClientSession:
         # Created on first use, inside the running event loop.
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
+        session = self._sessions.get(waits_on_apps)
+        if session is None:
+            session = self._sessions[waits_on_apps] = aiohttp.ClientSession(
                 base_url=self.base_url,
                 headers=self._headers,
-                connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30),
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s, connect=2.0),
+                connector=aiohttp.TCPConnector(
+                    limit=0 if waits_on_apps else 64, keepalive_timeout=30
+                ),
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=2.0),
                 json_serialize=jsonlib.dumps,
             )
-        return self._session
+        return session
 
     async def aclose(self) -> None:
         """Close the pooled connections (at the app's shutdown); the next call reopens."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
 
     async def _request(
         self,
@@ -137,8 +146,10 @@ class Sidecar:
         headers: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
         span_name: str | None = None,
+        waits_on_apps: bool = False,
     ) -> Reply:
-        """One call to the sidecar, as a client span that the sidecar's spans continue."""
+        """One call to the sidecar, as a client span that the sidecar's spans continue
+        (`waits_on_apps`: the call waits on an app's answer, not the sidecar's own)."""
         with _tracer.start_as_current_span(
             span_name or f"{method} {url.split('?')[0]}",
             kind=SpanKind.CLIENT,
@@ -149,10 +160,14 @@ class Sidecar:
                 propagate.inject(sent)
             elif (traceparent := traceparent_var.get()) is not None:
                 sent.setdefault("traceparent", traceparent)
-            # Always bounded: a ClientTimeout of None would mean no limit at all.
-            timeout = aiohttp.ClientTimeout(total=timeout_s or self.timeout_s, connect=2.0)
+            # Always bounded: a ClientTimeout of None would mean no limit at all. Only the
+            # socket's connect has its own short limit: aiohttp's `connect` would also count
+            # the wait for a free pooled connection, and under a burst (a batch fanned out
+            # to many actors) calls queued for the pool timed out after 2 s while the sidecar
+            # was answering; the wait counts towards the call's total instead.
+            timeout = aiohttp.ClientTimeout(total=timeout_s or self.timeout_s, sock_connect=2.0)
             try:
-                async with self._client().request(
+                async with self._client(waits_on_apps).request(
                     method, url, json=json, data=data, headers=sent, timeout=timeout
                 ) as response:
                     body = await response.read()
@@ -229,6 +244,7 @@ class Sidecar:
             headers={**(headers or {}), CALLER_FAULTS_HEADER: IN_BAND},
             timeout_s=timeout_s,
             span_name=f"invoke {app_id}/{method.lstrip('/')}",
+            waits_on_apps=True,
         )
         status = restored_status(response.status, dict(response.headers))
         if status != response.status:
@@ -308,6 +324,7 @@ class Sidecar:
             headers={"content-type": "application/json"} if data is not None else None,
             timeout_s=timeout_s,
             span_name=f"actor {actor_type} {path}",
+            waits_on_apps=path.startswith("method/"),
         )
         if response.status >= 400:
             code, message = _error_of(response)

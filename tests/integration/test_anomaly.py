@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
@@ -453,6 +454,43 @@ def test_a_batch_of_series_is_scored_by_each_series_actor(system: LocalSystem) -
         f"{system.url('gateway')}/v1/metrics/{ids[0]}", headers=system.api_headers, timeout=10
     ).json()
     assert len(window["points"]) == 30
+
+
+def test_a_burst_of_batches_from_many_clients_is_scored_whole(system: LocalSystem) -> None:
+    """24 clients send a batch of 16 series each, at once: 384 actor calls in flight from
+    the anomaly app through its sidecar, each actor method reading and writing its state
+    through that same sidecar. Every series of every batch is scored (none is reported
+    unavailable because the calls waited on each other)."""
+    clients, per_batch = 24, 16
+    batches = [[series_id() for _ in range(per_batch)] for _ in range(clients)]
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(
+            headers=system.api_headers, timeout=120, limits=httpx.Limits(max_connections=clients)
+        ) as client:
+            return list(
+                await asyncio.gather(
+                    *(
+                        client.post(
+                            f"{system.url('gateway')}/v1/metrics/points",
+                            json={
+                                "series": [
+                                    {"series": s, "points": points(daily_cycle(20))} for s in ids
+                                ]
+                            },
+                        )
+                        for ids in batches
+                    )
+                )
+            )
+
+    responses = asyncio.run(burst())
+    assert [r.status_code for r in responses] == [200] * clients, [r.text[:300] for r in responses]
+    problems = [
+        o["problem"]["detail"] for r in responses for o in r.json()["results"] if o["problem"]
+    ]
+    assert not problems, f"{len(problems)} of {clients * per_batch} series failed: {problems[:3]}"
+    assert [r.json()["points"] for r in responses] == [per_batch * 20] * clients
 
 
 def test_a_batch_over_its_limits_is_a_422_naming_the_limit(system: LocalSystem) -> None:
