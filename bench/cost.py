@@ -16,6 +16,10 @@ in-process cost of the model work it wraps (the floor), and the split by process
     anomaly-gateway     /v1/metrics/{series}/points, a batch of 100 points per request
     anomaly-batch       /v1/metrics/points, 16 series of 50 points each per request
 
+The anomaly routes count a request as done only when every point in it was scored: each
+concurrent client sends its own series, in order (points of one series sent by two
+clients at once would arrive late, and be rejected at almost no cost).
+
 The whole run is made twice: at trace sampling 1 (every request traced, the development
 default) and 0.01 (`CONSORT_TRACE_SAMPLING`, a production-like rate), so what tracing
 costs is the difference. Results: bench/results/cost.json.
@@ -77,60 +81,91 @@ def request(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> 
     return call
 
 
-def anomaly_batches(client: httpx.AsyncClient, gateway: str, headers: dict[str, str]) -> Call:
-    """Each call sends the next 100 points of one of 16 series (a daily sine with noise)."""
+class SeriesGroups:
+    """Series groups handed to one call at a time: a client sends its own series' points
+    in order, as a real source does (two calls on one series at once would make one's
+    points late, rejected for almost nothing). With as many groups as concurrent calls,
+    a call never waits for one."""
+
+    def __init__(self, groups: int) -> None:
+        self._free: asyncio.Queue[int] = asyncio.Queue()
+        for group in range(groups):
+            self._free.put_nowait(group)
+        self.clocks = dict.fromkeys(range(groups), 0)
+
+    async def take(self) -> int:
+        return await self._free.get()
+
+    def give_back(self, group: int) -> None:
+        self._free.put_nowait(group)
+
+
+def metric_points(start: int, n: int, rng: Any) -> list[dict[str, float]]:
+    """`n` points of a daily sine with noise, one a minute from step `start`."""
     import math
+
+    return [
+        {
+            "timestamp": 1_700_000_000 + 60 * t,
+            "value": 100 + 10 * math.sin(2 * math.pi * t / 1440) + rng.gauss(0, 1),
+        }
+        for t in range(start, start + n)
+    ]
+
+
+def all_scored(body: Any) -> bool:
+    """Whether every point of an answer was scored (or kept while warming up): an answer
+    with a series' problem in it, or late points, is not a success."""
+    results = body["results"] if "results" in body else [body]
+    return all(
+        r.get("problem") is None
+        and all(s["status"] in ("scored", "warming_up") for s in r.get("scores") or [])
+        for r in results
+    )
+
+
+def anomaly_batches(
+    client: httpx.AsyncClient, gateway: str, headers: dict[str, str], groups: SeriesGroups
+) -> Call:
+    """Each call sends the next 100 points of one series (a series per group)."""
     import random
 
     rng = random.Random(7)
-    clocks = dict.fromkeys(range(16), 0)
-    series = itertools.cycle(range(16))
 
     async def call() -> bool:
-        s = next(series)
-        start = clocks[s]
-        clocks[s] += POINTS_PER_BATCH
-        points = [
-            {
-                "timestamp": 1_700_000_000 + 60 * t,
-                "value": 100 + 10 * math.sin(2 * math.pi * t / 1440) + rng.gauss(0, 1),
-            }
-            for t in range(start, start + POINTS_PER_BATCH)
-        ]
+        s = await groups.take()
+        start = groups.clocks[s]
+        groups.clocks[s] += POINTS_PER_BATCH
         try:
             response = await client.post(
-                f"{gateway}/v1/metrics/cost-{s}/points", json={"points": points}, headers=headers
+                f"{gateway}/v1/metrics/cost-{s}/points",
+                json={"points": metric_points(start, POINTS_PER_BATCH, rng)},
+                headers=headers,
             )
         except httpx.HTTPError:
             return False
-        return response.status_code == 200
+        finally:
+            groups.give_back(s)
+        return response.status_code == 200 and all_scored(response.json())
 
     return call
 
 
-def anomaly_multi_series(client: httpx.AsyncClient, gateway: str, headers: dict[str, str]) -> Call:
-    """Each call sends the next 50 points of each of 16 series in one batch."""
-    import math
+def anomaly_multi_series(
+    client: httpx.AsyncClient, gateway: str, headers: dict[str, str], groups: SeriesGroups
+) -> Call:
+    """Each call sends the next 50 points of each of a group's 16 series in one batch."""
     import random
 
     rng = random.Random(11)
-    clock = 0
 
     async def call() -> bool:
-        nonlocal clock
-        start, clock = clock, clock + BATCH_POINTS
+        g = await groups.take()
+        start = groups.clocks[g]
+        groups.clocks[g] += BATCH_POINTS
         body = {
             "series": [
-                {
-                    "series": f"cost-batch-{s}",
-                    "points": [
-                        {
-                            "timestamp": 1_700_000_000 + 60 * t,
-                            "value": 100 + 10 * math.sin(2 * math.pi * t / 1440) + rng.gauss(0, 1),
-                        }
-                        for t in range(start, start + BATCH_POINTS)
-                    ],
-                }
+                {"series": f"cost-batch-{g}-{s}", "points": metric_points(start, BATCH_POINTS, rng)}
                 for s in range(BATCH_SERIES)
             ]
         }
@@ -138,7 +173,9 @@ def anomaly_multi_series(client: httpx.AsyncClient, gateway: str, headers: dict[
             response = await client.post(f"{gateway}/v1/metrics/points", json=body, headers=headers)
         except httpx.HTTPError:
             return False
-        return response.status_code == 200
+        finally:
+            groups.give_back(g)
+        return response.status_code == 200 and all_scored(response.json())
 
     return call
 
@@ -195,8 +232,12 @@ async def measure(system: LocalSystem, requests: int) -> dict[str, Any]:
                 client, "POST", f"{gateway}/v1/text/analyze", **sentiment_body
             ),
             "recommend-gateway": recommend,
-            "anomaly-gateway": anomaly_batches(client, gateway, system.api_headers),
-            "anomaly-batch": anomaly_multi_series(client, gateway, system.api_headers),
+            "anomaly-gateway": anomaly_batches(
+                client, gateway, system.api_headers, SeriesGroups(16)
+            ),
+            "anomaly-batch": anomaly_multi_series(
+                client, gateway, system.api_headers, SeriesGroups(16)
+            ),
         }
         # What the system spends doing nothing (health probes, placement, heartbeats): at a
         # low request rate it weighs on every request, so it is also subtracted below.
