@@ -114,6 +114,7 @@ bench: setup ## benchmarks; results as JSON under bench/results/
 	@$(PY) -m bench.replicas
 	@$(PY) -m bench.security_cost
 	@$(PY) -m bench.cost
+	@$(PY) -m bench.startup
 	@bash bench/peers/setup.sh
 	@bash runtime/eval-data.sh
 	@$(PY) -m bench.peer

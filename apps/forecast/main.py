@@ -36,7 +36,9 @@ kit = ServiceKit(settings, version="1.0.0")
 workers = kit.load_model(
     "statsmodels",
     lambda: Workers(
-        settings.worker_processes, warm_up=(forecast, ([1.0, 2.0, 3.0, 4.0], 1, 1, "ets"))
+        settings.worker_processes,
+        warm_up=(forecast, ([1.0, 2.0, 3.0, 4.0], 1, 1, "ets")),
+        preload=["apps.forecast.methods"],
     ),
 )
 

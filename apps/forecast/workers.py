@@ -42,12 +42,22 @@ def _serve(conn: Connection) -> None:
             conn.send((False, exc))
 
 
+def worker_context(preload: Sequence[str]) -> Any:
+    """Where worker processes come from: forks of a fork server, a fresh single-threaded
+    interpreter that imported `preload` once (not forks of this process, with its threads
+    and sockets). A worker then starts in milliseconds instead of importing statsmodels
+    itself: at start-up, each spawned worker had spent about 4 CPU seconds on that, and a
+    replaced one kept requests waiting as long."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(preload))
+    return context
+
+
 class Worker:
     """One worker process and the pipe to it."""
 
-    def __init__(self, warm_up: Job | None) -> None:
-        # Fresh interpreters, not forks of this one with its threads and sockets.
-        context = multiprocessing.get_context("spawn")
+    def __init__(self, warm_up: Job | None, context: Any = None) -> None:
+        context = context or multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
         self.process: BaseProcess = context.Process(target=_serve, args=(child,), daemon=True)
         self.process.start()
@@ -96,18 +106,21 @@ class Workers:
     Args:
         size: worker processes (about one per core).
         warm_up: a cheap job each new worker runs before it takes work.
+        preload: modules the fork server imports once for all workers (what the jobs
+            need); none: each worker is a fresh interpreter (spawned).
     """
 
-    def __init__(self, size: int, warm_up: Job | None = None) -> None:
+    def __init__(self, size: int, warm_up: Job | None = None, preload: Sequence[str] = ()) -> None:
         # One BLAS thread each: the workers are the parallelism, and BLAS threads on top
         # of them made fits 10 to 50 times slower on two cores. Spawned workers inherit it.
         for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[variable] = "1"
         self.size = size
         self._warm_up = warm_up
+        self._context = worker_context(preload) if preload else None
         self._idle: asyncio.Queue[Worker] | None = None
         # Started together, so that they import statsmodels in parallel.
-        self._started = [w.warmed() for w in [Worker(warm_up) for _ in range(size)]]
+        self._started = [w.warmed() for w in [Worker(warm_up, self._context) for _ in range(size)]]
         self._replacing = 0
         self._lock = threading.Lock()
         self._all: set[Worker] = set(self._started)
@@ -169,7 +182,7 @@ class Workers:
         def replace() -> None:
             worker.kill()
             try:
-                fresh = Worker(self._warm_up).warmed()
+                fresh = Worker(self._warm_up, self._context).warmed()
             except Exception:
                 with self._lock:
                     self._replacing -= 1

@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 # Re-exported: the status table and the tests and benchmarks read metrics with these.
+from consort.dev.processes import loopback_client
 from consort.kit.metrics_text import counter_total as counter_total
 from consort.kit.metrics_text import latency_quantiles as latency_quantiles
 from consort.kit.metrics_text import request_counts as request_counts
@@ -136,9 +137,10 @@ class AppStatus:
 def app_status(app_id: str, url: str, headers: dict[str, str] | None = None) -> AppStatus:
     """Ask one app for its readiness, info and metrics (`headers`: its app token)."""
     try:
-        ready = httpx.get(f"{url}/readyz", timeout=2)
-        info = httpx.get(f"{url}/info", headers=headers, timeout=2).json()
-        metrics = httpx.get(f"{url}/metrics", timeout=2).text
+        client = loopback_client()
+        ready = client.get(f"{url}/readyz", timeout=2)
+        info = client.get(f"{url}/info", headers=headers, timeout=2).json()
+        metrics = client.get(f"{url}/metrics", timeout=2).text
     except httpx.HTTPError:
         return AppStatus(app_id, "down")
     status = AppStatus(

@@ -33,6 +33,7 @@ from consort.dev.processes import (
     Supervisor,
     free_port,
     http_ok,
+    loopback_client,
     port_open,
     wait_until,
 )
@@ -732,7 +733,7 @@ class LocalSystem:
 
         def ready() -> bool:
             try:
-                response = httpx.get(url, timeout=1.0)
+                response = loopback_client().get(url, timeout=1.0)
             except httpx.HTTPError:
                 return False
             if response.status_code == 503 and "failed to load" in response.text:
