@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from apps.gateway.calls import SidecarDep, forward, settings
+from apps.gateway.calls import SidecarDep, relay, settings
 from apps.gateway.edge import requires
 from apps.gateway.read_models import RECENT_ANOMALIES_KEY
 from consort.contracts.anomaly import SERIES_ID_PATTERN, DetectRequest, DetectResult
@@ -24,14 +24,13 @@ async def detect(request: DetectRequest, sc: SidecarDep) -> Any:
     Each value is scored from the values before it only, as the online detector would; the
     season is estimated when `period` is not given.
     """
-    reply = await forward(
+    return await relay(
         sc,
         settings.anomaly_app_id,
         "v1/anomalies/detect",
-        json=request.model_dump(mode="json"),
+        request,
         timeout_s=settings.anomaly_timeout_s,
     )
-    return reply.json()
 
 
 @router.get("", response_model=RecentAnomalies)

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from apps.gateway.calls import SidecarDep, forward, settings
+from apps.gateway.calls import SidecarDep, relay, settings
 from apps.gateway.edge import requires
 from consort.contracts.forecast import ForecastRequest, ForecastResponse
 
@@ -17,11 +17,6 @@ router = APIRouter(prefix="/forecasts", tags=["forecasts"], dependencies=[requir
 async def create_forecasts(request: ForecastRequest, sc: SidecarDep) -> Any:
     """Point forecasts with prediction intervals (80 and 95 % by default) for up to 100
     series: ETS (automatic selection), Theta, ARIMA, or their combination (`auto`)."""
-    reply = await forward(
-        sc,
-        settings.forecast_app_id,
-        "v1/forecasts",
-        json=request.model_dump(mode="json"),
-        timeout_s=settings.forecast_timeout_s,
+    return await relay(
+        sc, settings.forecast_app_id, "v1/forecasts", request, timeout_s=settings.forecast_timeout_s
     )
-    return reply.json()

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from apps.gateway.calls import SidecarDep, forward, settings
+from apps.gateway.calls import SidecarDep, forward, passed_on, settings
 from apps.gateway.edge import requires
 from apps.gateway.image_upload import IMAGE_BODY, parse_features, read_image
 from consort.contracts.vision import IMAGE_MEDIA_TYPES, FaceModel, ImageAnalysis
@@ -41,7 +41,7 @@ async def analyze_image(
         headers={"content-type": media_type},
         timeout_s=settings.vision_timeout_s,
     )
-    return reply.json()
+    return passed_on(reply)
 
 
 @router.post(

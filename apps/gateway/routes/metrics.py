@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
-from apps.gateway.calls import SidecarDep, forward, settings
+from apps.gateway.calls import SidecarDep, forward, relay, settings
 from apps.gateway.edge import requires
 from consort.contracts.anomaly import (
     METRICS_OBSERVED,
@@ -80,14 +80,13 @@ async def add_batch(
             series=len(events), points=sum(len(s.points) for s in request.series)
         )
         return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
-    reply = await forward(
+    return await relay(
         sc,
         settings.anomaly_app_id,
         "v1/metrics/points",
-        json=request.model_dump(mode="json"),
+        request,
         timeout_s=settings.anomaly_timeout_s,
     )
-    return reply.json()
 
 
 @router.post(
@@ -122,14 +121,13 @@ async def add_points(
         )
         accepted = PointsAccepted(series=series, points=len(request.points), event_id=event_id)
         return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
-    reply = await forward(
+    return await relay(
         sc,
         settings.anomaly_app_id,
         f"v1/metrics/{series}/points",
-        json=request.model_dump(mode="json"),
+        request,
         timeout_s=settings.anomaly_timeout_s,
     )
-    return reply.json()
 
 
 @router.get("/{series}", response_model=SeriesSnapshot)

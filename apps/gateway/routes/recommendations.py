@@ -11,11 +11,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from fastapi import Path as PathParam
 from pydantic import BaseModel
 
-from apps.gateway.calls import SidecarDep, forward, settings
+from apps.gateway.calls import SidecarDep, relay, settings
 from apps.gateway.edge import requires
 from apps.gateway.interactions import recorded
 from consort.contracts.common import Problem
@@ -46,12 +46,9 @@ NOT_LEARNT: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def call_recommender(sc: Sidecar, method: str, payload: BaseModel) -> Any:
-    """Invoke the recommender's `method` with `payload` as JSON; its JSON answer."""
-    reply = await forward(
-        sc, settings.recommender_app_id, method, json=payload.model_dump(mode="json")
-    )
-    return reply.json()
+async def call_recommender(sc: Sidecar, method: str, payload: BaseModel) -> Response:
+    """Invoke the recommender's `method` with `payload` as JSON; its JSON answer, as it came."""
+    return await relay(sc, settings.recommender_app_id, method, payload)
 
 
 @router.post(

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from apps.gateway.calls import SidecarDep, call_service, settings
+from apps.gateway.calls import SidecarDep, call_service, relay, settings
 from apps.gateway.edge import requires
 from apps.gateway.read_models import STATS_KEY
 from consort.contracts.analysis import TextAnalysis, aspect_sentiments
@@ -31,19 +31,19 @@ async def text_sentiment(request: SentimentRequest, sc: SidecarDep) -> Any:
     The label uses VADER's published thresholds: positive at compound >= 0.05,
     negative at <= -0.05, neutral between.
     """
-    return await call_service(sc, settings.sentiment_app_id, "v1/sentiment", request)
+    return await relay(sc, settings.sentiment_app_id, "v1/sentiment", request)
 
 
 @router.post("/sentiment/batch", response_model=SentimentBatchResult)
 async def text_sentiment_batch(request: SentimentBatchRequest, sc: SidecarDep) -> Any:
     """Sentiment of up to 64 texts in one call, in the order given."""
-    return await call_service(sc, settings.sentiment_app_id, "v1/sentiment/batch", request)
+    return await relay(sc, settings.sentiment_app_id, "v1/sentiment/batch", request)
 
 
 @router.post("/nlp", response_model=NlpResult)
 async def text_nlp(request: AnalyzeRequest, sc: SidecarDep) -> Any:
     """Sentences, entities, noun chunks and keyphrases of one text (tokens on request)."""
-    return await call_service(
+    return await relay(
         sc, settings.nlp_app_id, "v1/nlp", NlpRequest(text=request.text, tokens=request.tokens)
     )
 
