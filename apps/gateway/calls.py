@@ -64,7 +64,7 @@ async def relay(
     """Invoke `method` on `app_id` with a JSON body and pass its JSON answer on as it
     came. The service answered in the same contract (`consort/contracts`, checked on both
     sides in CI), so parsing and validating it again here only spent the gateway's CPU
-    (a third of it for a batch of anomaly points); the route's `response_model` still
+    (over a third of it for a batch of anomaly points); the route's `response_model` still
     documents it."""
     reply = await forward(
         sc,
