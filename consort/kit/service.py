@@ -29,7 +29,7 @@ from consort.contracts.catalog import Component, Route, ServiceInfo, SidecarInfo
 from consort.contracts.common import ModelInfo
 from consort.contracts.events import TOPICS
 from consort.kit.app_token import AppTokenGuard
-from consort.kit.batching import EventBatcher
+from consort.kit.batching import EventBatcher, StateWriteBehind
 from consort.kit.caller_faults import CallerFaultsInBand
 from consort.kit.dapr import Sidecar, SidecarError
 from consort.kit.errors import (
@@ -158,7 +158,7 @@ class ServiceKit:
         self._sidecar: Sidecar | None = None
         self._checks: dict[str, ReadinessCheck] = {"sidecar": self._sidecar_ready}
         self._slots: list[ModelSlot[Any]] = []
-        self._batchers: list[EventBatcher] = []
+        self._batchers: list[EventBatcher | StateWriteBehind] = []
         #: Models (or libraries) the app uses that are not loaded through `load_model`.
         self.extra_models: list[ModelInfo] = []
         self.metrics = Metrics(settings.app_id)
@@ -191,6 +191,13 @@ class ServiceKit:
         )
         self._batchers.append(batcher)
         return batcher
+
+    def state_write_behind(self, store: str, **options: Any) -> StateWriteBehind:
+        """Write keys of `store` in bulk from a background task that runs while the app
+        does (flushed at shutdown). See `consort.kit.batching` for the trade."""
+        writer = StateWriteBehind(lambda: self.sidecar, store, **options)
+        self._batchers.append(writer)
+        return writer
 
     def add_readiness_check(self, name: str, check: ReadinessCheck) -> None:
         """Make `/readyz` wait for `check` as well."""

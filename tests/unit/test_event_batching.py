@@ -12,7 +12,7 @@ import pytest
 
 from apps.sentiment.cache import ResultCache
 from consort.contracts.events import TEXTS_ANALYZED
-from consort.kit.batching import EventBatcher
+from consort.kit.batching import EventBatcher, StateWriteBehind
 from consort.kit.dapr import SidecarError
 
 pytestmark = pytest.mark.anyio
@@ -72,7 +72,7 @@ async def test_a_full_batch_leaves_without_waiting_and_batches_are_capped() -> N
 async def test_refused_events_stay_queued_in_order_and_leave_when_the_broker_is_back() -> None:
     broker = Broker()
     broker.down = True
-    b = batcher(broker, max_delay_s=0.02)
+    b = batcher(broker, max_delay_s=0.02, retry_s=0.02)
     b.start()
     for i in range(3):
         b.add({"n": i}, event_id=f"e{i}")
@@ -105,3 +105,91 @@ def test_the_result_cache_keeps_the_most_recently_used() -> None:
     cache.put("c", 3)
     assert cache.get_many(["a", "b", "c"]) == {"a": 1, "c": 3}
     assert len(ResultCache[int](0)) == 0
+
+
+class Store:
+    """Stands in for `Sidecar.save_states`: records each call, refuses while `down`."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.ttls: set[int | None] = set()
+        self.down = False
+
+    async def save_states(
+        self, store: str, values: Mapping[str, Any], *, ttl_s: int | None = None
+    ) -> None:
+        if self.down:
+            raise SidecarError("store unreachable")
+        self.calls.append(dict(values))
+        self.ttls.add(ttl_s)
+
+
+def writer(store: Store, **options: Any) -> StateWriteBehind:
+    return StateWriteBehind(lambda: store, "statestore", **options)  # type: ignore[arg-type, return-value]
+
+
+async def test_values_put_together_are_written_in_one_call_with_their_ttl() -> None:
+    store = Store()
+    w = writer(store, ttl_s=60, max_delay_s=0.05)
+    w.start()
+    for i in range(5):
+        w.put(f"k{i}", {"n": i})
+    w.put("k0", {"n": 10})  # a newer value of a queued key replaces it
+    await asyncio.sleep(0.2)
+    assert store.calls == [
+        {"k0": {"n": 10}, "k1": {"n": 1}, "k2": {"n": 2}, "k3": {"n": 3}, "k4": {"n": 4}}
+    ]
+    assert store.ttls == {60}
+    assert w.written == 5 and w.pending == 0
+    await w.stop()
+
+
+async def test_writes_the_store_refuses_wait_for_it_and_stop_writes_the_rest() -> None:
+    store = Store()
+    store.down = True
+    w = writer(store, max_delay_s=0.02, max_items=2)
+    w.start()
+    w.put("a", 1)
+    w.put("b", 2)
+    w.put("c", 3)
+    await asyncio.sleep(0.1)
+    assert store.calls == [] and w.pending == 3  # none lost while the store is away
+    w.put("a", 4)  # a newer value than the one being retried wins
+    store.down = False
+    await w.stop()  # flushes what is left, in batches of two
+    assert store.calls == [{"a": 4, "b": 2}, {"c": 3}]
+    assert w.pending == 0
+
+
+async def test_the_queue_is_bounded_while_the_store_is_away() -> None:
+    store = Store()
+    store.down = True
+    w = writer(store, max_pending=3)
+    for i in range(5):
+        w.put(f"k{i}", i)
+    assert w.pending == 3 and w.dropped == 2
+    store.down = False
+    await w.flush()
+    assert store.calls == [{"k2": 2, "k3": 3, "k4": 4}]
+
+
+async def test_a_full_batch_the_broker_refuses_is_retried_after_a_pause_not_at_once() -> None:
+    broker = Broker()
+    broker.down = True
+    attempts = 0
+    refuse = broker.publish_bulk
+
+    async def counted(*args: Any, **kw: Any) -> list[str]:
+        nonlocal attempts
+        attempts += 1
+        return await refuse(*args, **kw)
+
+    broker.publish_bulk = counted  # type: ignore[method-assign]
+    b = batcher(broker, max_events=2, retry_s=0.1)
+    b.start()
+    for i in range(4):  # two full batches waiting: nothing to wait for but the retry pause
+        b.add({"n": i})
+    await asyncio.sleep(0.35)
+    await b.stop()
+    # One try, then one every 0.1 s (and the one at stop): not thousands.
+    assert 3 <= attempts <= 6, attempts
