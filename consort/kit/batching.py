@@ -38,7 +38,66 @@ _tracer = trace.get_tracer(__name__)
 RETRY_S = 1.0
 
 
-class EventBatcher:
+class _BackgroundBatches:
+    """What `EventBatcher` and `StateWriteBehind` share: a queue that a background task
+    empties in batches, at most `max_delay_s` after something joins it (at once when a full
+    batch of `batch_size` is waiting), trying again `retry_s` after a refusal. Subclasses
+    say how many are `pending` and how to `flush` them."""
+
+    #: What a batch is of, for the task's name and the shutdown warning.
+    kind = "items"
+
+    def __init__(self, *, max_delay_s: float, batch_size: int, retry_s: float) -> None:
+        self.max_delay_s = max_delay_s
+        self.batch_size = batch_size
+        self.retry_s = retry_s
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> int:
+        raise NotImplementedError
+
+    async def flush(self) -> bool:
+        """Send everything queued now; what is refused stays queued (then False)."""
+        raise NotImplementedError
+
+    async def _run(self) -> None:
+        while True:
+            if not self.pending:
+                self._wake.clear()
+                await self._wake.wait()
+            # Let more join the batch, unless a full batch is already waiting.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full(), self.max_delay_s)
+            if not await self.flush():
+                # Refused: wait before the next try. With a full batch waiting, the loop
+                # would otherwise retry at once, spinning this app's CPU for as long as the
+                # broker or store is away.
+                await asyncio.sleep(self.retry_s)
+
+    async def _full(self) -> None:
+        while self.pending < self.batch_size:
+            self._wake.clear()
+            await self._wake.wait()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=self.kind)
+
+    async def stop(self) -> None:
+        """Stop the background task and send what is still queued."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+        if self.pending:
+            log.warning("%d %s not sent at shutdown", self.pending, self.kind)
+
+
+class EventBatcher(_BackgroundBatches):
     """Queues events of one topic and publishes them in bulk from a background task."""
 
     def __init__(
@@ -64,17 +123,14 @@ class EventBatcher:
             oldest are dropped (and counted in `dropped`) beyond it.
         retry_s: the wait before trying again after the broker refused a batch.
         """
+        super().__init__(max_delay_s=max_delay_s, batch_size=max_events, retry_s=retry_s)
         self._sidecar = sidecar
         self.pubsub = pubsub
         self.topic = topic(topic_name)
+        self.kind = f"{self.topic.name} events"
         self.source = source
-        self.max_delay_s = max_delay_s
-        self.max_events = max_events
         self.max_pending = max_pending
-        self.retry_s = retry_s
         self._pending: deque[tuple[str, Any, str | None]] = deque()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         #: Events published, and dropped for want of room while the broker was away.
         self.published = 0
         self.dropped = 0
@@ -108,7 +164,7 @@ class EventBatcher:
         """Publish everything queued now; what the broker refuses stays queued (then
         False)."""
         while self._pending:
-            batch = [self._pending.popleft() for _ in range(min(self.max_events, self.pending))]
+            batch = [self._pending.popleft() for _ in range(min(self.batch_size, self.pending))]
             try:
                 failed = set(
                     await self._sidecar().publish_bulk(
@@ -130,42 +186,8 @@ class EventBatcher:
                 return False
         return True
 
-    async def _run(self) -> None:
-        while True:
-            if not self._pending:
-                self._wake.clear()
-                await self._wake.wait()
-            # Let more join the batch, unless a full batch is already waiting.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._full(), self.max_delay_s)
-            if not await self.flush():
-                # The broker refused: wait before the next try. With a full batch waiting,
-                # the loop would otherwise retry at once, spinning this app's CPU for as
-                # long as the broker is away.
-                await asyncio.sleep(self.retry_s)
 
-    async def _full(self) -> None:
-        while self.pending < self.max_events:
-            self._wake.clear()
-            await self._wake.wait()
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"batcher {self.topic.name}")
-
-    async def stop(self) -> None:
-        """Stop the background task and publish what is still queued."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self.flush()
-        if self._pending:
-            log.warning("%d %s events not published at shutdown", self.pending, self.topic.name)
-
-
-class StateWriteBehind:
+class StateWriteBehind(_BackgroundBatches):
     """Writes of one state store's keys, queued and saved in one call from a background
     task every `max_delay_s` (or as soon as `max_items` are waiting). For a cache in the
     store: a request that computed a result for 0.2 ms of CPU should not pay a sidecar
@@ -188,16 +210,13 @@ class StateWriteBehind:
         max_pending: int = 10_000,
         retry_s: float = RETRY_S,
     ) -> None:
+        super().__init__(max_delay_s=max_delay_s, batch_size=max_items, retry_s=retry_s)
         self._sidecar = sidecar
         self.store = store
-        self.retry_s = retry_s
+        self.kind = f"values for {store}"
         self.ttl_s = ttl_s
-        self.max_delay_s = max_delay_s
-        self.max_items = max_items
         self.max_pending = max_pending
         self._pending: dict[str, Any] = {}
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         #: Values written, and dropped for want of room while the store was away.
         self.written = 0
         self.dropped = 0
@@ -217,7 +236,7 @@ class StateWriteBehind:
     async def flush(self) -> bool:
         """Write everything queued now; what the store refuses stays queued (then False)."""
         while self._pending:
-            keys = list(itertools.islice(self._pending, self.max_items))
+            keys = list(itertools.islice(self._pending, self.batch_size))
             batch = {k: self._pending.pop(k) for k in keys}
             try:
                 await self._sidecar().save_states(self.store, batch, ttl_s=self.ttl_s)
@@ -228,33 +247,3 @@ class StateWriteBehind:
                 return False
             self.written += len(batch)
         return True
-
-    async def _run(self) -> None:
-        while True:
-            if not self._pending:
-                self._wake.clear()
-                await self._wake.wait()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._full(), self.max_delay_s)
-            if not await self.flush():
-                await asyncio.sleep(self.retry_s)  # as EventBatcher: no spinning meanwhile
-
-    async def _full(self) -> None:
-        while self.pending < self.max_items:
-            self._wake.clear()
-            await self._wake.wait()
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"write-behind {self.store}")
-
-    async def stop(self) -> None:
-        """Stop the background task and write what is still queued."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self.flush()
-        if self._pending:
-            log.warning("%d values not written to %s at shutdown", self.pending, self.store)
