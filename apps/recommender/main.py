@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from threadpoolctl import threadpool_limits
 
 from apps.recommender.recommend import Recommender
-from apps.recommender.service import NotReady, Service, decode_deliveries
+from apps.recommender.service import NotReady, Service, decode_deliveries, recommendations
 from apps.recommender.settings import RecommenderSettings
 from consort.contracts.events import INTERACTIONS_RECORDED, PUBSUB
 from consort.contracts.recommender import (
@@ -24,10 +24,10 @@ from consort.contracts.recommender import (
     BasketRequest,
     BasketSuggestion,
     ModelStatus,
-    Reason,
+    RecommendationBatchRequest,
+    RecommendationBatchResult,
     RecommendationRequest,
     Recommendations,
-    RecommendedItem,
     RetrainAccepted,
     SimilarItem,
     SimilarItems,
@@ -111,12 +111,12 @@ app = create_app(
 )
 
 
-def _within_k_max(k: int) -> None:
+def _within_k_max(k: int, field: str = "k") -> None:
     if k > settings.k_max:
         raise invalid_field(
-            "k",
+            field,
             f"must be at most {settings.k_max}",
-            detail=f"k must be at most {settings.k_max}",
+            detail=f"{field} must be at most {settings.k_max}",
             limit=settings.k_max,
         )
 
@@ -125,21 +125,25 @@ def _within_k_max(k: int) -> None:
 async def recommend(request: RecommendationRequest) -> Recommendations:
     """Up to `k` items for a user, best first; an unknown user gets popular items."""
     _within_k_max(request.k)
+    (result,) = _recommend([request])
+    return result
+
+
+@app.post("/v1/recommend/batch", response_model=RecommendationBatchResult, tags=["recommender"])
+async def recommend_batch(request: RecommendationBatchRequest) -> RecommendationBatchResult:
+    """The answers to several users' requests, in the order given, each as by /v1/recommend
+    (the gateway sends concurrent requests together)."""
+    for i, r in enumerate(request.requests):
+        _within_k_max(r.k, f"requests.{i}.k")
+    return RecommendationBatchResult(results=_recommend(request.requests))
+
+
+def _recommend(requests: list[RecommendationRequest]) -> list[Recommendations]:
     recommender = serving()
-    version = recommender.registry.current.version
-    with kit.metrics.inferring(f"recommender@{version}"):
-        items = recommender.recommend(request.user, request.k, not request.include_seen)
-    return Recommendations(
-        user=request.user,
-        items=[
-            RecommendedItem(
-                item=r.item, score=r.score, reason=Reason(r.reason.value), because=list(r.because)
-            )
-            for r in items
-        ],
-        cold_start=not recommender.store.knows(request.user),
-        model_version=version,
-    )
+    with kit.metrics.inferring(
+        f"recommender@{recommender.registry.current.version}", items=len(requests)
+    ):
+        return recommendations(recommender, requests)
 
 
 @app.post(

@@ -46,6 +46,10 @@ from consort.contracts.recommender import (
     AlsInfo,
     InteractionRecorded,
     ModelStatus,
+    Reason,
+    RecommendationRequest,
+    Recommendations,
+    RecommendedItem,
     RetrainAccepted,
     SnapshotInfo,
     TrainedPart,
@@ -413,6 +417,30 @@ class Service:
             retrain_interval_s=self.settings.retrain_interval_s,
             last_training=self.last_training,
         )
+
+
+def recommendations(
+    recommender: Recommender, requests: list[RecommendationRequest]
+) -> list[Recommendations]:
+    """Each request's answer from the serving models, in order."""
+    version = recommender.registry.current.version
+    return [
+        Recommendations(
+            user=request.user,
+            items=[
+                RecommendedItem(
+                    item=r.item,
+                    score=r.score,
+                    reason=Reason(r.reason.value),
+                    because=list(r.because),
+                )
+                for r in recommender.recommend(request.user, request.k, not request.include_seen)
+            ],
+            cold_start=not recommender.store.knows(request.user),
+            model_version=version,
+        )
+        for request in requests
+    ]
 
 
 def training_report(

@@ -28,6 +28,8 @@ K_MAX = 100
 K_DEFAULT = 10
 #: Most items in a basket to complete.
 MAX_BASKET = 100
+#: Most requests in one batch call to the recommender.
+MAX_RECOMMEND_BATCH = 64
 #: Largest weight one interaction may carry.
 MAX_WEIGHT = 1_000_000.0
 
@@ -150,6 +152,18 @@ class RecommendationRequest(BaseModel):
     include_seen: bool = False
 
 
+class RecommendationBatchRequest(BaseModel):
+    """Several users' requests in one call (the gateway's coalesced concurrent requests)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests: list[RecommendationRequest] = Field(
+        min_length=1,
+        max_length=MAX_RECOMMEND_BATCH,
+        description=f"1 to {MAX_RECOMMEND_BATCH} requests, each answered as by /v1/recommend.",
+    )
+
+
 class RecommendedItem(BaseModel):
     """One recommended item and why it was chosen."""
 
@@ -172,6 +186,12 @@ class Recommendations(BaseModel):
     items: list[RecommendedItem]
     cold_start: bool = Field(description="The user has no interactions: popular items.")
     model_version: int = Field(description="The serving model set (0: none trained yet).")
+
+
+class RecommendationBatchResult(BaseModel):
+    """The answers to a batch of requests, in the order given."""
+
+    results: list[Recommendations]
 
 
 class SimilarRequest(BaseModel):
