@@ -50,7 +50,7 @@ SidecarDep = Annotated[Sidecar, Depends(sidecar)]
 JSON_BODY = {"content-type": "application/json"}
 
 
-async def _send(
+async def send(
     sc: Sidecar, app_id: str, method: str, payload: BaseModel, timeout_s: float | None = None
 ) -> Reply:
     """Invoke `method` on `app_id` with `payload` as its JSON body (`forward`'s mapping of
@@ -67,7 +67,7 @@ async def _send(
 
 async def call_service(sc: Sidecar, app_id: str, method: str, payload: BaseModel) -> Any:
     """Invoke `method` on `app_id` with a JSON body and return its JSON."""
-    return (await _send(sc, app_id, method, payload)).json()
+    return (await send(sc, app_id, method, payload)).json()
 
 
 async def relay(
@@ -78,7 +78,7 @@ async def relay(
     sides in CI), so parsing and validating it again here only spent the gateway's CPU
     (over a third of it for a batch of anomaly points); the route's `response_model` still
     documents it."""
-    return passed_on(await _send(sc, app_id, method, payload, timeout_s))
+    return passed_on(await send(sc, app_id, method, payload, timeout_s))
 
 
 def passed_on(reply: Reply) -> Response:

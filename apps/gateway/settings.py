@@ -69,6 +69,28 @@ class GatewaySettings(ServiceSettings):
             "Keep it above the resiliency timeout for the target app."
         ),
     )
+    coalesce_max_items: int = Field(
+        default=32,
+        ge=1,
+        description=(
+            "The most sentiment or nlp calls of concurrent requests that one invocation of "
+            "the service's batch route carries (within its own limit); 1: every request "
+            "makes its own call (`apps.gateway.coalesced`)."
+        ),
+    )
+    coalesce_inflight: int = Field(
+        default=2,
+        ge=1,
+        description=(
+            "How many calls to one such route may be on their way before the next requests' "
+            "calls wait to go together; a lone request always goes at once, alone."
+        ),
+    )
+    coalesce_max_chars: int = Field(
+        default=100_000,
+        ge=1,
+        description="The most characters of text one coalesced invocation carries.",
+    )
     catalog_apps: list[str] = Field(
         default=[
             "gateway",

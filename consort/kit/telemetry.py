@@ -126,6 +126,14 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
             registry=self.registry,
         )
+        self.coalesced = Histogram(
+            "consort_coalesced_call_items",
+            "Calls to another service that one invocation carried (1: it went alone), by "
+            "target (`consort.kit.coalesce`).",
+            ["target"],
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
         self.events = Counter(
             "consort_events",
             "Events delivered to this app, by topic and outcome (SUCCESS, RETRY, DROP).",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -14,7 +15,7 @@ import pytest
 
 from consort.contracts.events import REVIEWS_SUBMITTED
 from consort.dev.system import LocalSystem
-from tests.integration.helpers import eventually
+from tests.integration.helpers import eventually, unique_text
 
 REVIEW = "The battery is awful but the screen is gorgeous. I bought it from Apple in London."
 
@@ -188,3 +189,43 @@ def test_no_review_is_lost_or_doubled_when_nlp_is_killed(
     eventually(statuses, lambda s: s.count("complete") == 200, deadline_s=120)
     log = system.supervisor.get("gateway").log_path.read_text()
     assert all(log.count(f"review {i} complete") == 1 for i in ids)
+
+
+def coalesced(system: LocalSystem, target: str) -> tuple[float, float]:
+    """The gateway's trips to `target` so far, and the calls they carried (its /metrics)."""
+    text = httpx.get(f"{system.url('gateway')}/metrics", timeout=5).text
+    found = {"count": 0.0, "sum": 0.0}
+    for line in text.splitlines():
+        for part in found:
+            if line.startswith(f'consort_coalesced_call_items_{part}{{target="{target}"}}'):
+                found[part] = float(line.rsplit(" ", 1)[1])
+    return found["count"], found["sum"]
+
+
+def test_concurrent_requests_share_trips_and_each_gets_its_own_answer(
+    api: httpx.Client, system: LocalSystem
+) -> None:
+    words = ("gorgeous", "awful")
+    texts = [
+        f"{unique_text('Coalescing')} Sample {i}: the screen is {words[i % 2]}." for i in range(96)
+    ]
+
+    def analyze(text: str) -> tuple[str, httpx.Response]:
+        return text, api.post("/v1/text/analyze", json={"text": text})
+
+    trips_before, calls_before = coalesced(system, "sentiment/v1/sentiment")
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(analyze, texts))
+    for text, response in answers:
+        assert response.status_code == 200, response.text
+        body = response.json()
+        # Each caller got the answer to its own text, not a neighbour's in the batch.
+        assert body["sentiment"]["text_sha256"] == hashlib.sha256(text.encode()).hexdigest()
+        expected = "positive" if "gorgeous" in text else "negative"
+        assert body["sentiment"]["label"] == expected, (text, body["sentiment"])
+        sentences = body["nlp"]["sentences"]
+        assert "".join(s["text"] for s in sentences).replace(" ", "") == text.replace(" ", "")
+    trips, calls = coalesced(system, "sentiment/v1/sentiment")
+    assert calls - calls_before == len(texts)
+    # Sixteen clients at once: some trips carried several of their calls.
+    assert trips - trips_before < len(texts), (trips - trips_before, calls - calls_before)

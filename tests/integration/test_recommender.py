@@ -260,6 +260,36 @@ def test_an_unknown_user_gets_popular_items(api: httpx.Client, ns: str) -> None:
     assert scores == sorted(scores, reverse=True)
 
 
+def test_concurrent_users_each_get_their_own_recommendations(
+    api: httpx.Client, system: LocalSystem, ns: str
+) -> None:
+    record_and_learn(api, baskets(ns, 4, ["a", "b", "c"]))
+    users = [f"{ns}-u{i % 4}" if i % 2 else f"{ns}-new{i}" for i in range(64)]
+    ks = [1 + i % 7 for i in range(64)]
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda uk: recommend(api, *uk), zip(users, ks, strict=True)))
+    for user, k, body in zip(users, ks, answers, strict=True):
+        # Whether its request went alone or with others, each is answered for itself.
+        assert body["user"] == user
+        assert body["cold_start"] is user.startswith(f"{ns}-new"), body
+        assert 1 <= len(body["items"]) <= k
+        alone = recommend(api, user, k)
+        if alone["model_version"] == body["model_version"]:  # no retraining in between
+            assert alone == body
+
+
+def test_a_batch_with_one_bad_request_is_422_naming_it(system: LocalSystem) -> None:
+    response = httpx.post(
+        f"{system.sidecar_url('gateway')}/v1.0/invoke/recommender/method/v1/recommend/batch",
+        json={"requests": [{"user": "ann", "k": 3}, {"user": "bob", "k": 1000}]},
+        headers=system.sidecar_headers("gateway"),
+        timeout=10,
+    )
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["errors"]
+    assert error["field"].endswith("requests.1.k") and error["limit"] == 100, error
+
+
 def test_an_unknown_item_has_no_similar_items(api: httpx.Client, ns: str) -> None:
     response = api.get(f"/v1/items/{ns}-never/similar")
     assert response.status_code == 404

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi import Path as PathParam
 from pydantic import BaseModel
 
+from apps.gateway import coalesced
 from apps.gateway.calls import SidecarDep, relay, settings
 from apps.gateway.edge import requires
 from apps.gateway.interactions import recorded
@@ -90,7 +91,6 @@ async def record_interactions(
 @router.get("/recommendations/{user:path}", response_model=Recommendations)
 async def recommendations(
     user: Annotated[Id, PathParam(description="The user id (unknown: cold start).")],
-    sc: SidecarDep,
     k: K = K_DEFAULT,
     include_seen: Annotated[
         bool, Query(description="Also recommend items the user already interacted with.")
@@ -98,9 +98,8 @@ async def recommendations(
 ) -> Any:
     """Up to `k` items for a user, best first, each with why it was chosen (`reason`,
     `because`). A user without interactions gets popular items (`cold_start`)."""
-    return await call_recommender(
-        sc, "v1/recommend", RecommendationRequest(user=user, k=k, include_seen=include_seen)
-    )
+    asked = RecommendationRequest(user=user, k=k, include_seen=include_seen)
+    return Response(content=await coalesced.recommend(asked), media_type="application/json")
 
 
 @router.get("/items/{item:path}/similar", response_model=SimilarItems, responses=NOT_LEARNT)

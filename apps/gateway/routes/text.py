@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
-from apps.gateway.calls import SidecarDep, call_service, relay, settings
+from apps.gateway import coalesced
+from apps.gateway.calls import SidecarDep, relay, settings
 from apps.gateway.edge import requires
 from apps.gateway.read_models import STATS_KEY
 from consort.contracts.analysis import TextAnalysis, aspect_sentiments
 from consort.contracts.gateway import AnalyzeRequest, TextStats
-from consort.contracts.nlp import NlpRequest, NlpResult
+from consort.contracts.nlp import NlpResult
 from consort.contracts.sentiment import (
     SentimentBatchRequest,
     SentimentBatchResult,
@@ -25,13 +26,13 @@ router = APIRouter(prefix="/text", tags=["text"], dependencies=[requires("text")
 
 
 @router.post("/sentiment", response_model=SentimentResult)
-async def text_sentiment(request: SentimentRequest, sc: SidecarDep) -> Any:
+async def text_sentiment(request: SentimentRequest) -> Any:
     """Sentiment of one text: compound score (-1 to 1), label and per-sentence scores.
 
     The label uses VADER's published thresholds: positive at compound >= 0.05,
     negative at <= -0.05, neutral between.
     """
-    return await relay(sc, settings.sentiment_app_id, "v1/sentiment", request)
+    return _json(await coalesced.sentiment(request.text))
 
 
 @router.post("/sentiment/batch", response_model=SentimentBatchResult)
@@ -41,34 +42,32 @@ async def text_sentiment_batch(request: SentimentBatchRequest, sc: SidecarDep) -
 
 
 @router.post("/nlp", response_model=NlpResult)
-async def text_nlp(request: AnalyzeRequest, sc: SidecarDep) -> Any:
+async def text_nlp(request: AnalyzeRequest) -> Any:
     """Sentences, entities, noun chunks and keyphrases of one text (tokens on request)."""
-    return await relay(
-        sc, settings.nlp_app_id, "v1/nlp", NlpRequest(text=request.text, tokens=request.tokens)
-    )
+    return _json(await coalesced.nlp[request.tokens](request.text))
 
 
 @router.post("/analyze", response_model=TextAnalysis)
-async def text_analyze(request: AnalyzeRequest, sc: SidecarDep) -> TextAnalysis:
+async def text_analyze(request: AnalyzeRequest) -> TextAnalysis:
     """Entities, noun chunks, keyphrases, sentiment and aspect sentiment of one text.
 
     nlp and sentiment are called in parallel, so this takes about as long as the slower.
     """
     nlp, sentiment = await asyncio.gather(
-        call_service(
-            sc, settings.nlp_app_id, "v1/nlp", NlpRequest(text=request.text, tokens=request.tokens)
-        ),
-        call_service(
-            sc, settings.sentiment_app_id, "v1/sentiment", SentimentRequest(text=request.text)
-        ),
+        coalesced.nlp[request.tokens](request.text), coalesced.sentiment(request.text)
     )
-    nlp_result = NlpResult.model_validate(nlp)
-    sentiment_result = SentimentResult.model_validate(sentiment)
+    nlp_result = NlpResult.model_validate_json(nlp)
+    sentiment_result = SentimentResult.model_validate_json(sentiment)
     return TextAnalysis(
         nlp=nlp_result,
         sentiment=sentiment_result,
         aspects=aspect_sentiments(nlp_result, sentiment_result),
     )
+
+
+def _json(body: bytes) -> Response:
+    """A service's JSON answer, passed on as it came (see `apps.gateway.calls.relay`)."""
+    return Response(content=body, media_type="application/json")
 
 
 @router.get("/stats", response_model=TextStats)
