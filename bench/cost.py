@@ -2,8 +2,10 @@
 
 One system is started as `make run` starts it (tracing on, so Zipkin's JVM is counted too;
 security on), with gateway, sentiment, nlp, anomaly and recommender. For each route, a
-closed loop of requests at concurrency 1 and 16; around each run, the user + system CPU
-seconds the kernel charged to every process of the system (apps, sidecars, Redis,
+closed loop of requests at concurrency 1 and 16 (from the Go load generator, whose own CPU
+is reported beside, so the client does not crowd out the system; the anomaly routes, whose
+requests follow the answers, from Python); around each run, the user + system CPU seconds
+the kernel charged to every process of the system (apps, sidecars, Redis,
 placement, scheduler, sentry, Zipkin), read from /proc, divided by the requests. CPU per
 request is steady on a shared machine where wall time is not. Beside each route, the
 in-process cost of the model work it wraps (the floor), and the split by process.
@@ -29,17 +31,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import os
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.load import closed_loop
+from bench.load import Figures, closed_loop, http_loop
 from bench.local import local_system
 from bench.machine import describe
 from consort.dev.processes import cpu_seconds_by_group
@@ -70,15 +72,29 @@ def in_process_ms(work: Callable[[], object], seconds: float = 1.0) -> float:
 Call = Callable[[], Awaitable[bool]]
 
 
-def request(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> Call:
-    async def call() -> bool:
-        try:
-            response = await client.request(method, url, **kwargs)
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
+@dataclass
+class Http:
+    """A route driven by the Go load generator: the same method and headers, these targets
+    in turn (`bench.load.http_loop`)."""
 
-    return call
+    method: str
+    targets: list[dict[str, Any]]
+    headers: dict[str, str]
+
+
+Route = Http | Call
+
+
+async def drive(route: Route, requests: int, concurrency: int) -> Figures:
+    if isinstance(route, Http):
+        return await http_loop(
+            route.targets,
+            method=route.method,
+            headers=route.headers,
+            requests=requests,
+            concurrency=concurrency,
+        )
+    return await closed_loop(route, requests=requests, concurrency=concurrency, warmup=0)
 
 
 class SeriesGroups:
@@ -200,38 +216,41 @@ async def measure(system: LocalSystem, requests: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     async with httpx.AsyncClient(timeout=60, limits=limits, headers=system.api_headers) as client:
         users = await train_recommender(client, gateway)
-        cycle_users = itertools.cycle(users)
 
-        async def recommend() -> bool:
-            try:
-                response = await client.get(f"{gateway}/v1/recommendations/{next(cycle_users)}")
-            except httpx.HTTPError:
-                return False
-            return response.status_code == 200
-
-        sentiment_body = {"json": {"text": TEXT}}
-        routes: dict[str, Call] = {
-            "sentiment-direct": request(
-                client,
+        sentiment = [{"json": {"text": TEXT}}]
+        routes: dict[str, Route] = {
+            "sentiment-direct": Http(
                 "POST",
-                f"{system.url('sentiment')}/v1/sentiment",
-                headers=system.app_headers("sentiment"),
-                **sentiment_body,
+                [{"url": f"{system.url('sentiment')}/v1/sentiment"} | t for t in sentiment],
+                system.app_headers("sentiment"),
             ),
-            "sentiment-sidecar": request(
-                client,
+            "sentiment-sidecar": Http(
                 "POST",
-                f"{system.sidecar_url('sentiment')}/v1.0/invoke/sentiment/method/v1/sentiment",
-                headers=system.sidecar_headers("sentiment"),
-                **sentiment_body,
+                [
+                    {
+                        "url": f"{system.sidecar_url('sentiment')}/v1.0/invoke/sentiment/method"
+                        "/v1/sentiment"
+                    }
+                    | t
+                    for t in sentiment
+                ],
+                system.sidecar_headers("sentiment"),
             ),
-            "sentiment-gateway": request(
-                client, "POST", f"{gateway}/v1/text/sentiment", **sentiment_body
+            "sentiment-gateway": Http(
+                "POST",
+                [{"url": f"{gateway}/v1/text/sentiment"} | t for t in sentiment],
+                system.api_headers,
             ),
-            "analyze-gateway": request(
-                client, "POST", f"{gateway}/v1/text/analyze", **sentiment_body
+            "analyze-gateway": Http(
+                "POST",
+                [{"url": f"{gateway}/v1/text/analyze"} | t for t in sentiment],
+                system.api_headers,
             ),
-            "recommend-gateway": recommend,
+            "recommend-gateway": Http(
+                "GET",
+                [{"url": f"{gateway}/v1/recommendations/{user}"} for user in users],
+                system.api_headers,
+            ),
             "anomaly-gateway": anomaly_batches(
                 client, gateway, system.api_headers, SeriesGroups(16)
             ),
@@ -253,9 +272,9 @@ async def measure(system: LocalSystem, requests: int) -> dict[str, Any]:
         for name, call in routes.items():
             for concurrency in (1, 16):
                 n = requests if not name.startswith("anomaly") else max(requests // 5, 100)
-                await closed_loop(call, requests=20, concurrency=concurrency, warmup=0)
+                await drive(call, 20, concurrency)
                 before, began = cpu_by_process(system), time.monotonic()
-                run = await closed_loop(call, requests=n, concurrency=concurrency, warmup=0)
+                run = await drive(call, n, concurrency)
                 after, elapsed = cpu_by_process(system), time.monotonic() - began
                 spent = {k: after[k] - before.get(k, 0.0) for k in after}
                 total = sum(spent.values())

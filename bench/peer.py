@@ -13,7 +13,8 @@ The same text pipeline three ways, each answering the same JSON (`TextAnalysis`)
                DeploymentHandles, one replica each, on a single-node cluster on loopback
 
 Each system runs alone (the others stopped), the same closed-loop load generator
-(`bench.load.closed_loop`) sends it the same texts in the same order at concurrency 1 and
+(`bench.load.http_loop`, the Go client in bench/loadgen, whose own CPU is not the
+system's) sends it the same texts in the same order at concurrency 1 and
 16, and /proc gives the CPU seconds of every process of the system: Consort's process
 groups (apps, sidecars, Redis, placement, scheduler, sentry, Zipkin), the monolith's
 process, every process of the Ray session (gcs_server, raylet, agents, the Serve
@@ -39,7 +40,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,7 @@ from typing import Any
 import httpx
 
 from bench.eval_sentiment import acceptable, data_dir, load_set
-from bench.load import closed_loop
+from bench.load import http_loop
 from bench.local import local_system
 from bench.machine import describe
 from consort.dev.processes import free_port, port_open
@@ -370,19 +371,6 @@ def ray_serve(logs: Path) -> Iterator[System]:
 
 
 # -- the load ----------------------------------------------------------------------------------
-def poster(
-    client: httpx.AsyncClient, url: str, headers: dict[str, str], bodies: Iterator[str]
-) -> Callable[[], Awaitable[bool]]:
-    async def call() -> bool:
-        try:
-            response = await client.post(url, json={"text": next(bodies)}, headers=headers)
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
-
-    return call
-
-
 def answers(system: System, sample: list[str]) -> list[dict[str, Any]]:
     out = []
     with httpx.Client(timeout=60, headers=system.headers) as client:
@@ -400,35 +388,46 @@ async def measure(
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     cores = os.cpu_count() or 1
-    limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-        for level, chunk in chunks.items():
-            concurrency = int(level.split("_")[0].removeprefix("c"))
-            bodies = iter(chunk)
-            call = poster(client, f"{system.url}{ROUTE}", system.headers, bodies)
-            await closed_loop(call, requests=warmup, concurrency=concurrency, warmup=0)
-            load_before = os.getloadavg()[0]
-            before = system.cpu()
-            run = await closed_loop(call, requests=requests, concurrency=concurrency, warmup=0)
-            split = spent(before, system.cpu())
-            total = sum(split.values())
-            entry = run.as_dict() | {
-                "cpu_ms_per_request": round(1000 * total / requests, 3),
-                "cpu_bound_rps_on_the_cores": round(cores * requests / total, 1),
-                "cpu_ms_per_request_by_process": {
-                    k: round(1000 * v / requests, 3)
-                    for k, v in sorted(split.items(), key=lambda kv: -kv[1])
-                    if v > 0
-                },
-                "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]},
-            }
-            out[level] = entry
-            print(
-                f"{system.name:>10} {level:<10} p50 {run.p50_ms:8.2f} ms  p99 {run.p99_ms:8.2f} ms"
-                f"  {run.throughput_rps:7.1f} req/s  cpu {entry['cpu_ms_per_request']:6.2f} "
-                f"ms/req  errors {run.errors}",
-                flush=True,
+    for level, chunk in chunks.items():
+        concurrency = int(level.split("_")[0].removeprefix("c"))
+        targets = [{"url": f"{system.url}{ROUTE}", "json": {"text": t}} for t in chunk]
+        # The warm-up takes the first texts of the chunk, the run the ones after them.
+        if warmup:
+            await http_loop(
+                targets[:warmup],
+                method="POST",
+                headers=system.headers,
+                requests=warmup,
+                concurrency=concurrency,
             )
+        load_before = os.getloadavg()[0]
+        before = system.cpu()
+        run = await http_loop(
+            targets[warmup:],
+            method="POST",
+            headers=system.headers,
+            requests=requests,
+            concurrency=concurrency,
+        )
+        split = spent(before, system.cpu())
+        total = sum(split.values())
+        entry = run.as_dict() | {
+            "cpu_ms_per_request": round(1000 * total / requests, 3),
+            "cpu_bound_rps_on_the_cores": round(cores * requests / total, 1),
+            "cpu_ms_per_request_by_process": {
+                k: round(1000 * v / requests, 3)
+                for k, v in sorted(split.items(), key=lambda kv: -kv[1])
+                if v > 0
+            },
+            "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]},
+        }
+        out[level] = entry
+        print(
+            f"{system.name:>10} {level:<10} p50 {run.p50_ms:8.2f} ms  p99 {run.p99_ms:8.2f} ms"
+            f"  {run.throughput_rps:7.1f} req/s  cpu {entry['cpu_ms_per_request']:6.2f} "
+            f"ms/req  errors {run.errors}",
+            flush=True,
+        )
     return out
 
 

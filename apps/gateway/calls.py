@@ -65,11 +65,6 @@ async def send(
     )
 
 
-async def call_service(sc: Sidecar, app_id: str, method: str, payload: BaseModel) -> Any:
-    """Invoke `method` on `app_id` with a JSON body and return its JSON."""
-    return (await send(sc, app_id, method, payload)).json()
-
-
 async def relay(
     sc: Sidecar, app_id: str, method: str, payload: BaseModel, timeout_s: float | None = None
 ) -> Response:
