@@ -1,0 +1,3 @@
+module consort/bench/loadgen
+
+go 1.22
