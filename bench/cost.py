@@ -24,7 +24,9 @@ clients at once would arrive late, and be rejected at almost no cost).
 
 The whole run is made twice: at trace sampling 1 (every request traced, the development
 default) and 0.01 (`CONSORT_TRACE_SAMPLING`, a production-like rate), so what tracing
-costs is the difference. Results: bench/results/cost.json.
+costs is the difference; then the gateway routes once more at 0.01 with the gateway's
+coalescing off (`GATEWAY_COALESCE_MAX_ITEMS=1`, every request its own invocation), so what
+sharing trips is worth is the difference. Results: bench/results/cost.json.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ TEXT = "The battery life is awful, but the screen is gorgeous and the price is f
 APPS = ["gateway", "sentiment", "nlp", "anomaly", "recommender"]
 POINTS_PER_BATCH = 100
 BATCH_SERIES, BATCH_POINTS = 16, 50
+# The routes whose service calls the gateway coalesces (apps/gateway/coalesced.py).
+COALESCED = ("sentiment-gateway", "analyze-gateway", "recommend-gateway")
 
 
 def cpu_by_process(system: LocalSystem) -> dict[str, float]:
@@ -208,7 +212,9 @@ async def train_recommender(client: httpx.AsyncClient, gateway: str) -> list[str
     return [u for u, _ in users[:200]]
 
 
-async def measure(system: LocalSystem, requests: int) -> dict[str, Any]:
+async def measure(
+    system: LocalSystem, requests: int, only: tuple[str, ...] | None = None
+) -> dict[str, Any]:
     from apps.sentiment.analyzer import SentimentAnalyzer
 
     gateway = system.url("gateway")
@@ -270,6 +276,8 @@ async def measure(system: LocalSystem, requests: int) -> dict[str, Any]:
             "sentiment": in_process_ms(lambda: analyzer.analyze(TEXT)),
         }
         for name, call in routes.items():
+            if only and name not in only:
+                continue
             for concurrency in (1, 16):
                 n = requests if not name.startswith("anomaly") else max(requests // 5, 100)
                 await drive(call, 20, concurrency)
@@ -323,18 +331,28 @@ def main() -> None:
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
     runs: dict[str, Any] = {}
-    for rate in args.sampling.split(","):
+    rates = args.sampling.split(",")
+    variants: list[tuple[str, str, tuple[str, ...] | None]] = [
+        (f"sampling_{rate}", rate, None) for rate in rates
+    ]
+    # The gateway's coalescing off (every request its own invocation), on the routes it
+    # touches, at the last rate: what sharing trips is worth, in the same run.
+    variants.append((f"sampling_{rates[-1]}_uncoalesced", rates[-1], COALESCED))
+    for name, rate, only in variants:
         os.environ["CONSORT_TRACE_SAMPLING"] = rate
-        print(f"-- trace sampling {rate}", flush=True)
+        if only:
+            os.environ["GATEWAY_COALESCE_MAX_ITEMS"] = "1"
+        print(f"-- {name}", flush=True)
         started = time.monotonic()
         with local_system(APPS, tracing=True) as system:
             ready_s = round(time.monotonic() - started, 1)
             print(f"system ready in {ready_s} s", flush=True)
-            runs[f"sampling_{rate}"] = {
+            runs[name] = {
                 "system_ready_s": ready_s,
                 "load_average_1m": os.getloadavg()[0],
-                **asyncio.run(measure(system, args.requests)),
+                **asyncio.run(measure(system, args.requests, only)),
             }
+        os.environ.pop("GATEWAY_COALESCE_MAX_ITEMS", None)
     report = {
         "benchmark": "cost",
         "description": __doc__,
