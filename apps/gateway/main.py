@@ -51,21 +51,24 @@ install_passthrough(app)
 install_edge(app, settings)
 console.install_console(app)  # the web console's page under /console
 
-# Every public route is under /v1 and may answer the shared problems (ERRORS).
+# Every public route is under /v1 and may answer the shared problems (ERRORS). A request
+# is matched against the routes in this order, twice (the router, and the tracing's name
+# for its span), each match a regular expression: the routes most called come first (for
+# a recommendation at the end of the list, matching was a quarter of the gateway's CPU).
 v1 = APIRouter(prefix="/v1", responses=ERRORS)
 for area in (
     text,
-    operations,
+    recommendations,
+    metrics,
+    anomalies,
+    search,
     images,
     forecasts,
     reviews,
-    metrics,
-    anomalies,
     workflows,
     cases,
-    recommendations,
+    operations,
     console,
-    search,
 ):
     v1.include_router(area.router)
 app.include_router(v1)
