@@ -221,9 +221,12 @@ class KeyRing:
     read or parsed, with `problem` saying why: the edge fails closed.
     """
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, *, recheck_s: float = 0.0) -> None:
+        """`recheck_s`: `refresh` looks at the file at most this often (0: every call)."""
         self.path = path
+        self.recheck_s = recheck_s
         self._stamp: tuple[int, int, int] | None | str = "unread"
+        self._checked = -math.inf
         self._by_id: dict[str, KeyRecord] = {}
         self.problem: str | None = None
         self.refresh()
@@ -233,6 +236,10 @@ class KeyRing:
         if self.path is None:
             self.problem = "no keys file is configured (GATEWAY_KEYS_FILE)"
             return False
+        now = time.monotonic()
+        if now - self._checked < self.recheck_s:
+            return False
+        self._checked = now
         try:
             st = self.path.stat()
         except FileNotFoundError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,16 @@ def test_the_cli_prints_the_key_once_lists_without_secrets_and_revokes(
     assert KeyRing(path).authenticate(key) is None
     assert main(["keys", "create", "--name", "x", "--scopes", "root"]) == 1
     assert "scopes must be" in capsys.readouterr().err
+
+
+def test_a_ring_with_a_recheck_interval_looks_at_the_file_at_most_that_often(
+    keys: KeyFile,
+) -> None:
+    record, key = keys.create("ci", ["ops"])
+    ring = KeyRing(keys.path, recheck_s=0.2)
+    keys.revoke(record.id)
+    assert ring.refresh() is False  # looked at just now, when it was made
+    assert ring.authenticate(key) is not None
+    time.sleep(0.25)
+    assert ring.refresh() is True
+    assert ring.authenticate(key) is None
