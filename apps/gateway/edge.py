@@ -93,6 +93,8 @@ class ApiKeyMiddleware:
             log.warning("every API key is refused: %s", self.ring.problem)
             self._told = True
         record = self.ring.authenticate(presented)
+        if record is None and self.ring.refresh(now=True):  # a key made a moment ago
+            record = self.ring.authenticate(presented)
         if record is None:
             return _unauthorized(
                 "Invalid API key",
@@ -228,5 +230,6 @@ def install_edge(app: FastAPI, settings: GatewaySettings) -> None:
 def api_key_middleware(settings: GatewaySettings) -> dict[str, Any]:
     """The arguments of `ApiKeyMiddleware` for `settings`."""
     # The file is looked at every quarter second, not on every request (a stat per request
-    # was 2 % of the gateway's CPU): a revoked key is refused within that.
+    # was 2 % of the gateway's CPU): a revoked key is refused within that; an unknown key
+    # makes it look at once, so a key just made is never refused.
     return {"ring": KeyRing(settings.keys_file, recheck_s=0.25), "limiter": RateLimiter()}

@@ -231,15 +231,17 @@ class KeyRing:
         self.problem: str | None = None
         self.refresh()
 
-    def refresh(self) -> bool:
-        """Read the file again if it changed since the last read; True when it did."""
+    def refresh(self, *, now: bool = False) -> bool:
+        """Read the file again if it changed since the last read; True when it did.
+
+        Within `recheck_s` of the last look it does not look again, unless `now`."""
         if self.path is None:
             self.problem = "no keys file is configured (GATEWAY_KEYS_FILE)"
             return False
-        now = time.monotonic()
-        if now - self._checked < self.recheck_s:
+        at = time.monotonic()
+        if not now and at - self._checked < self.recheck_s:
             return False
-        self._checked = now
+        self._checked = at
         try:
             st = self.path.stat()
         except FileNotFoundError:

@@ -15,7 +15,7 @@ import pytest
 
 from consort.contracts.events import REVIEWS_SUBMITTED
 from consort.dev.system import LocalSystem
-from tests.integration.helpers import eventually, unique_text
+from tests.integration.helpers import eventually
 
 REVIEW = "The battery is awful but the screen is gorgeous. I bought it from Apple in London."
 
@@ -206,9 +206,8 @@ def test_concurrent_requests_share_trips_and_each_gets_its_own_answer(
     api: httpx.Client, system: LocalSystem
 ) -> None:
     words = ("gorgeous", "awful")
-    texts = [
-        f"{unique_text('Coalescing')} Sample {i}: the screen is {words[i % 2]}." for i in range(96)
-    ]
+    run = uuid.uuid4().hex
+    texts = [f"Coalescing {run} sample {i}: the screen is {words[i % 2]}." for i in range(96)]
 
     def analyze(text: str) -> tuple[str, httpx.Response]:
         return text, api.post("/v1/text/analyze", json={"text": text})

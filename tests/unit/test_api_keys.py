@@ -184,6 +184,10 @@ def test_a_ring_with_a_recheck_interval_looks_at_the_file_at_most_that_often(
     keys.revoke(record.id)
     assert ring.refresh() is False  # looked at just now, when it was made
     assert ring.authenticate(key) is not None
+    assert ring.refresh(now=True) is True
+    assert ring.authenticate(key) is None
+    _, made = keys.create("new", ["ops"])
+    assert ring.refresh() is False
     time.sleep(0.25)
     assert ring.refresh() is True
-    assert ring.authenticate(key) is None
+    assert ring.authenticate(made) is not None
