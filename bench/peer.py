@@ -5,7 +5,10 @@ The same text pipeline three ways, each answering the same JSON (`TextAnalysis`)
     consort    client -> gateway -> its daprd -> nlp's daprd -> nlp (spaCy, micro-batched)
                                             \\-> sentiment's daprd -> sentiment (VADER)
                in parallel, joined in the gateway with `aspect_sentiments` (tracing on, as
-               the other benches run it; Zipkin's CPU is counted and shown apart)
+               the other benches run it; Zipkin's CPU is counted and shown apart); the
+               gateway coalesces concurrent requests' calls into batch calls
+    consort_sampled_0.01   the same, tracing a production-like 1 % of requests (the
+               peers trace nothing)
     monolith   both models in one FastAPI process (bench/peers/monolith.py), served by
                `consort serve` (the uvicorn settings of every app): the floor
     ray_serve  Ray Serve 2.60.0 (bench/peers/ray_serve_app.py, in bench/.venv-ray): an
@@ -66,6 +69,9 @@ SETS = [
 ]
 LEVELS = (1, 16)
 COMPARED = 20
+# Consort once more at a production-like trace sampling rate (the peers trace nothing).
+SAMPLING = "0.01"
+SAMPLED = f"consort_sampled_{SAMPLING}"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -234,17 +240,23 @@ def stop_session(lead: subprocess.Popen[bytes], grace_s: float) -> None:
 
 
 @contextmanager
-def consort() -> Iterator[System]:
+def consort(sampling: str = "1") -> Iterator[System]:
+    """Consort as `make run` starts it, every request traced (`sampling` 1, the development
+    default) or a production-like share of them (`CONSORT_TRACE_SAMPLING`)."""
     started = time.monotonic()
-    with local_system(["gateway", "nlp", "sentiment"], tracing=True) as system:
-        yield System(
-            "consort",
-            system.url("gateway"),
-            system.api_headers,
-            consort_cpu(system),
-            time.monotonic() - started,
-            consort_members(system),
-        )
+    os.environ["CONSORT_TRACE_SAMPLING"] = sampling
+    try:
+        with local_system(["gateway", "nlp", "sentiment"], tracing=True) as system:
+            yield System(
+                "consort" if sampling == "1" else f"consort_sampled_{sampling}",
+                system.url("gateway"),
+                system.api_headers,
+                consort_cpu(system),
+                time.monotonic() - started,
+                consort_members(system),
+            )
+    finally:
+        os.environ.pop("CONSORT_TRACE_SAMPLING", None)
 
 
 @contextmanager
@@ -431,8 +443,8 @@ async def measure(
     return out
 
 
-def ratios(results: dict[str, Any]) -> dict[str, Any]:
-    c, m, r = (results[s]["levels"] for s in ("consort", "monolith", "ray_serve"))
+def ratios(results: dict[str, Any], consort: str = "consort") -> dict[str, Any]:
+    c, m, r = (results[s]["levels"] for s in (consort, "monolith", "ray_serve"))
     out: dict[str, Any] = {}
     for level in ("c1", "c16"):
         out[level] = {
@@ -536,6 +548,7 @@ def main() -> None:
         logs = Path(tmp)
         starters: list[tuple[str, Callable[[], Any]]] = [
             ("consort", consort),
+            (SAMPLED, lambda: consort(SAMPLING)),
             ("monolith", lambda: monolith(logs)),
             ("ray_serve", lambda: ray_serve(logs)),
         ]
@@ -594,10 +607,11 @@ def main() -> None:
         "models_in_process": models,
         "results": results,
         "ratios": ratios(results),
+        f"ratios_{SAMPLED}": ratios(results, SAMPLED),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report["ratios"], indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k.startswith("ratios")}, indent=2))
     print(f"wrote {args.out}")
 
 
