@@ -311,6 +311,8 @@ class LocalSystem:
             assert epmd.ready is not None
             wait_until(epmd.name, epmd.ready, deadline_s, [epmd])
         if self.secure:
+            if not self.secrets.trust_anchors_file.exists():
+                self._write_pki(deadline_s)
             # The certificate authority first: placement and scheduler ask it for theirs.
             sentry = self.supervisor.start(self._sentry())
             assert sentry.ready is not None
@@ -351,6 +353,30 @@ class LocalSystem:
         """`name` in the first of the sidecars' resources paths that has it."""
         paths = self.run_file.sidecar.resources_paths
         return next((d / name for d in paths if (d / name).exists()), paths[0] / name)
+
+    def _write_pki(self, deadline_s: float) -> None:
+        """Have sentry write the root and issuer of a fresh run folder, then stop it.
+
+        A sentry that writes them watches them too: each file it wrote comes back to it
+        as a change, and it restarts its gRPC server for each, 2 s apart, for several
+        seconds. A sidecar that asks for its identity in one of those gaps is refused and
+        exits (daprd does not retry its first identity). Started again on the written
+        files, sentry writes nothing and never restarts.
+        """
+        writer = self._sentry()
+        writer.start()
+        try:
+            wait_until(
+                "sentry writing the root and issuer",
+                lambda: (
+                    self.secrets.trust_anchors_file.exists()
+                    and bool(writer.ready and writer.ready())
+                ),
+                deadline_s,
+                [writer],
+            )
+        finally:
+            writer.stop()
 
     def _sentry(self) -> Proc:
         p = self.ports

@@ -301,3 +301,12 @@ def test_every_listener_is_on_the_loopback_interface(system: LocalSystem) -> Non
     assert len(listening) > 20, listening  # every app, sidecar and server was seen
     exposed = sorted(a for a in listening if not a.startswith(("127.0.0.1:", "::1:")))
     assert exposed == [], exposed
+
+
+def test_sentry_never_restarts_its_server_under_the_sidecars(system: LocalSystem) -> None:
+    # A sentry that writes a fresh root and issuer then reloads on its own writes, 2 s
+    # apart, and a sidecar asking for its identity in a gap exits; the launcher has the
+    # files written by a first sentry, so the one the sidecars use never reloads.
+    log = (system.logs / "sentry.log").read_text()
+    assert "Issuer credentials changed" not in log, log[-3000:]
+    assert system.secrets.trust_anchors_file.exists()
