@@ -28,6 +28,13 @@ def _walk(nodes: list[Any]) -> list[Any]:
     return out
 
 
+def whole(spans: list[dict[str, Any]]) -> bool:
+    """Every span's parent has reached Zipkin too (each process exports in its own time,
+    so a child can arrive before its parent)."""
+    ids = {s["id"] for s in spans}
+    return all(s.get("parentId") in ids for s in spans if s.get("parentId"))
+
+
 def traced_request(system: LocalSystem) -> tuple[str, list[dict[str, Any]]]:
     """One gateway request, and its trace once the apps and both sidecars reported."""
     response = httpx.post(
@@ -45,6 +52,7 @@ def traced_request(system: LocalSystem) -> tuple[str, list[dict[str, Any]]]:
         lambda spans: (
             wanted <= components_of(spans)
             and any(s["name"] == "post /events/texts-analyzed" for s in spans)
+            and whole(spans)
         ),
         deadline_s=20,
     )
