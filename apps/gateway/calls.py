@@ -78,7 +78,13 @@ async def relay(
 
 def passed_on(reply: Reply) -> Response:
     """A service's successful JSON answer, as the gateway's (the body untouched)."""
-    return Response(content=reply.body, status_code=reply.status, media_type="application/json")
+    return json_body(reply.body, reply.status)
+
+
+def json_body(body: bytes, status: int = 200) -> Response:
+    """JSON already serialised (a service's answer, or a model dumped once), answered as
+    it is: FastAPI would otherwise validate and serialise it again for `response_model`."""
+    return Response(content=body, status_code=status, media_type="application/json")
 
 
 async def forward(

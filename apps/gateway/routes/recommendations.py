@@ -16,7 +16,7 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel
 
 from apps.gateway import coalesced
-from apps.gateway.calls import SidecarDep, relay, settings
+from apps.gateway.calls import SidecarDep, json_body, relay, settings
 from apps.gateway.edge import requires
 from apps.gateway.interactions import recorded
 from consort.contracts.common import Problem
@@ -99,7 +99,7 @@ async def recommendations(
     """Up to `k` items for a user, best first, each with why it was chosen (`reason`,
     `because`). A user without interactions gets popular items (`cold_start`)."""
     asked = RecommendationRequest(user=user, k=k, include_seen=include_seen)
-    return Response(content=await coalesced.recommend(asked), media_type="application/json")
+    return json_body(await coalesced.recommend(asked))
 
 
 @router.get("/items/{item:path}/similar", response_model=SimilarItems, responses=NOT_LEARNT)

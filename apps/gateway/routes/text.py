@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from apps.gateway import coalesced
-from apps.gateway.calls import SidecarDep, relay, settings
+from apps.gateway.calls import SidecarDep, json_body, relay, settings
 from apps.gateway.edge import requires
 from apps.gateway.read_models import STATS_KEY
 from consort.contracts.analysis import TextAnalysis, aspect_sentiments
@@ -32,7 +32,7 @@ async def text_sentiment(request: SentimentRequest) -> Any:
     The label uses VADER's published thresholds: positive at compound >= 0.05,
     negative at <= -0.05, neutral between.
     """
-    return _json(await coalesced.sentiment(request.text))
+    return json_body(await coalesced.sentiment(request.text))
 
 
 @router.post("/sentiment/batch", response_model=SentimentBatchResult)
@@ -44,7 +44,7 @@ async def text_sentiment_batch(request: SentimentBatchRequest, sc: SidecarDep) -
 @router.post("/nlp", response_model=NlpResult)
 async def text_nlp(request: AnalyzeRequest) -> Any:
     """Sentences, entities, noun chunks and keyphrases of one text (tokens on request)."""
-    return _json(await coalesced.nlp[request.tokens](request.text))
+    return json_body(await coalesced.nlp[request.tokens](request.text))
 
 
 @router.post("/analyze", response_model=TextAnalysis)
@@ -64,12 +64,7 @@ async def text_analyze(request: AnalyzeRequest) -> Response:
         aspects=aspect_sentiments(nlp_result, sentiment_result),
     )
     # Built here from validated parts: FastAPI would validate it again on the way out.
-    return _json(analysis.model_dump_json().encode())
-
-
-def _json(body: bytes) -> Response:
-    """A service's JSON answer, passed on as it came (see `apps.gateway.calls.relay`)."""
-    return Response(content=body, media_type="application/json")
+    return json_body(analysis.model_dump_json().encode())
 
 
 @router.get("/stats", response_model=TextStats)
